@@ -1,0 +1,2 @@
+"""vlblocks."""
+__version__ = "0.1.0"

@@ -1,0 +1,42 @@
+"""Datasets and data utilities: ShapesWorld (offline synthetic scenes), VQA v2 and COCO captions readers, a
+word-level tokenizer and the VQA collate function.
+
+Imported as a namespace: ``from vlblocks import data; world = data.ShapesWorld("train")``.
+"""
+
+from __future__ import annotations
+
+from vlblocks.data.coco import CocoCaptions
+from vlblocks.data.collate import VQACollator
+from vlblocks.data.shapes import (
+    Scene,
+    ShapesCaptions,
+    ShapesExport,
+    ShapesSegmentation,
+    ShapesVQA,
+    ShapesWorld,
+)
+from vlblocks.data.shapes_questions import COLORS, QUESTION_TYPES, SHAPES, SIZES, ShapeObject
+from vlblocks.data.tokenizer import SPECIAL_TOKENS, build_word_tokenizer
+from vlblocks.data.vqa import AnswerVocab, VQAv2Dataset, vqa_soft_score
+
+__all__ = [
+    "COLORS",
+    "QUESTION_TYPES",
+    "SHAPES",
+    "SIZES",
+    "SPECIAL_TOKENS",
+    "AnswerVocab",
+    "CocoCaptions",
+    "Scene",
+    "ShapeObject",
+    "ShapesCaptions",
+    "ShapesExport",
+    "ShapesSegmentation",
+    "ShapesVQA",
+    "ShapesWorld",
+    "VQACollator",
+    "VQAv2Dataset",
+    "build_word_tokenizer",
+    "vqa_soft_score",
+]

@@ -1,0 +1,149 @@
+"""A native tiny convolutional image encoder that learns fast from scratch on small synthetic images.
+
+A 3x3 conv stem followed by `depth` stride-2 stages (conv3x3 + BatchNorm + GELU, plus a zero-initialised
+residual conv3x3 block, in the spirit of ResNet, He et al. 2016, "Deep Residual Learning"), so a 64x64 image
+becomes an 8x8 grid of D-wide tokens with depth=3. A learned 2-D position embedding (initialised with the 2-D
+sin-cos table of MAE, He et al. 2022) is added to the tokens, so "left of" / "above" are knowable by any
+attention layer on top, and a final LayerNorm fixes their scale. It is the default image encoder of the
+offline recipes (ShapesWorld): cheap on CPU and quick to train.
+
+Shapes: B batch, C channels, H x W image, h x w token grid (H / 2**depth), N = h * w tokens, D width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+__all__ = ["ConvNet", "sincos_2d"]
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """The 2-D sin-cos position table: a quarter of the channels per (axis, sin/cos), geometric frequencies.
+
+    Returns:
+        (dim, grid_h, grid_w) float32. Channels beyond the largest multiple of 4 are zero.
+    """
+    quarter = dim // 4
+    table = torch.zeros(dim, grid_h, grid_w)
+    if quarter == 0:
+        return table
+    omega = 1.0 / (10000.0 ** (torch.arange(quarter, dtype=torch.float32) / quarter))  # (D/4,)
+    ys, xs = torch.meshgrid(
+        torch.arange(grid_h, dtype=torch.float32), torch.arange(grid_w, dtype=torch.float32), indexing="ij"
+    )
+    parts = []
+    for coord in (ys, xs):
+        angles = omega[:, None, None] * coord[None]  # (D/4, h, w)
+        parts += [angles.sin(), angles.cos()]
+    table[: 4 * quarter] = torch.cat(parts, dim=0)
+    return table
+
+
+class _ConvNormAct(nn.Sequential):
+    """conv3x3 (bias-free) -> BatchNorm2d or GroupNorm(1) -> GELU. (B, Cin, H, W) -> (B, Cout, H/stride, W/stride)."""
+
+    def __init__(self, in_chans: int, out_chans: int, *, stride: int = 1, norm: str = "batch") -> None:
+        conv = nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1, bias=False)
+        norm_layer = nn.BatchNorm2d(out_chans) if norm == "batch" else nn.GroupNorm(1, out_chans)
+        super().__init__(conv, norm_layer, nn.GELU())
+
+
+class _Stage(nn.Module):
+    """A stride-2 downsampling conv block, then an optional residual conv block (its norm starts at zero)."""
+
+    def __init__(self, in_chans: int, out_chans: int, *, norm: str, residual: bool) -> None:
+        super().__init__()
+        self.down = _ConvNormAct(in_chans, out_chans, stride=2, norm=norm)
+        self.res = _ConvNormAct(out_chans, out_chans, norm=norm) if residual else None
+        if self.res is not None:
+            nn.init.zeros_(self.res[1].weight)  # the block starts as the identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(x)
+        return x if self.res is None else x + self.res(x)
+
+
+class ConvNet(nn.Module):
+    """A tiny CNN that returns a grid of position-aware tokens.
+
+    Args:
+        dim: token width D (channels of the last stage).
+        depth: number of stride-2 stages; the token grid is H / 2**depth.
+        in_chans: image channels C.
+        image_size: the image side the position table is sized for; other sizes interpolate it.
+        norm: "batch" (BatchNorm2d, fastest to train) or "group" (GroupNorm with one group, batch-independent).
+        residual: add a residual conv3x3 block after each downsampling conv.
+
+    forward(x (B, C, H, W)) -> tokens (B, N, D) with N = (H / 2**depth) * (W / 2**depth).
+    """
+
+    num_prefix_tokens = 0
+
+    def __init__(
+        self,
+        *,
+        dim: int = 64,
+        depth: int = 3,
+        in_chans: int = 3,
+        image_size: int = 64,
+        norm: str = "batch",
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("dim", dim),
+            ("depth", depth),
+            ("in_chans", in_chans),
+            ("image_size", image_size),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if norm not in ("batch", "group"):
+            raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
+        if image_size % 2**depth:
+            raise ValueError(f"image_size must be divisible by 2**depth = {2**depth}, got {image_size!r}")
+        self.dim, self.depth, self.in_chans = dim, depth, in_chans
+        widths = [max(dim // 2 ** (depth - 1 - i), 8) for i in range(depth)]
+        widths[-1] = dim
+        stem_width = max(widths[0] // 2, 8)
+        self.stem = _ConvNormAct(in_chans, stem_width, norm=norm)
+        chans = [stem_width, *widths]
+        self.stages = nn.ModuleList(
+            _Stage(chans[i], chans[i + 1], norm=norm, residual=residual) for i in range(depth)
+        )
+        grid = image_size // 2**depth
+        self.pos_embed = nn.Parameter(sincos_2d(dim, grid, grid)[None])  # (1, D, h, w)
+        self.norm = nn.LayerNorm(dim)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """The (h, w) token grid the position table is stored at."""
+        return tuple(self.pos_embed.shape[-2:])
+
+    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """(1, D, h, w): the stored table, bilinearly resized when the grid differs."""
+        if (h, w) == self.grid_size:
+            return self.pos_embed
+        return F.interpolate(self.pos_embed, size=(h, w), mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, N, D) tokens in row-major grid order."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"x must have shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        x = x + self._pos_embed(*x.shape[-2:])
+        tokens = rearrange(x, "b d h w -> b (h w) d")  # (B, N, D)
+        return self.norm(tokens)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, depth={self.depth}, grid={self.grid_size}, params={_count(self)}"
+
+
+def _count(module: nn.Module) -> str:
+    n = sum(p.numel() for p in module.parameters())
+    return f"{n / 1e3:.1f}k" if n < 1e6 else f"{n / 1e6:.2f}M"

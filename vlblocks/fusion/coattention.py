@@ -1,0 +1,272 @@
+"""Co-attention fusion: image and text streams that attend to each other, layer after layer.
+
+Follows the co-attentional transformer layer of ViLBERT (Lu et al. 2019, "ViLBERT: Pretraining Task-Agnostic
+Visiolinguistic Representations for Vision-and-Language Tasks") and the cross-modality layer of LXMERT (Tan & Bansal
+2019, "LXMERT: Learning Cross-Modality Encoder Representations from Transformers"). In each `CoAttentionLayer` the
+image tokens attend to the text tokens and the text tokens attend to the image tokens, both computed from the layer's
+input streams; then, per stream, an optional self-attention (`self_attn=True`, LXMERT: cross -> self -> FFN) and a
+feed-forward block (default, ViLBERT's co-TRM: co-attention -> FFN). Every sub-layer is pre-LayerNorm with a residual
+(skip) connection. `CoAttentionFusion` first projects both encoders' tokens to one width `dim` (so encoders of
+different widths fuse), stacks `depth` layers, and pools the two [CLS] tokens into one vector for a classifier.
+
+Shapes: B batch, Ni image tokens, Nt text tokens, Di / Dt encoder widths (`dim_image` / `dim_text`),
+D fusion width (`dim`), P pooled width (`out_dim`), H heads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vlblocks.fusion.output import FusionOutput
+from vlblocks.layers import Attention, Mlp
+
+__all__ = ["CoAttentionFusion", "CoAttentionLayer", "FusionOutput"]
+
+_POOLS = ("concat", "add", "mean")
+
+
+class CoAttentionLayer(nn.Module):
+    """One bidirectional cross-attention layer over an image stream and a text stream of the same width D.
+
+    Per stream, with pre-LayerNorm residuals (x_i image, x_t text, both read from the layer's inputs)::
+
+        x_i' = x_i + CrossAttn_i(LN(x_i), LN(x_t), mask=text_mask)      # image queries, text keys
+        x_t' = x_t + CrossAttn_t(LN(x_t), LN(x_i), mask=image_mask)     # text queries, image keys
+        x'   = x' + SelfAttn(LN(x'), mask=own mask)                     # only with self_attn=True (LXMERT)
+        x'   = x' + Mlp(LN(x'))                                         # FFN (ViLBERT co-TRM, LXMERT)
+
+    Args:
+        dim: token width D of both streams.
+        heads: attention heads H.
+        dim_head: per-head width; defaults to `dim // heads`.
+        mlp_ratio: FFN hidden width as a multiple of `dim`.
+        dropout: dropout in attention and FFN.
+        shared_cross: use one cross-attention module for both directions (LXMERT shares it); the LayerNorms stay
+            per stream.
+        self_attn: add a per-stream self-attention between the cross-attention and the FFN (LXMERT's layer).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int = 8,
+        dim_head: int | None = None,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        shared_cross: bool = False,
+        self_attn: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("dim", dim)
+        if not mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.dim, self.shared_cross, self.self_attn = dim, shared_cross, self_attn
+
+        def attention() -> Attention:
+            return Attention(dim, heads=heads, dim_head=dim_head, dropout=dropout)
+
+        self.image_cross_norm = nn.LayerNorm(dim)
+        self.text_cross_norm = nn.LayerNorm(dim)
+        self.image_cross = attention()  # image queries attend to text keys/values
+        # text queries attend to image keys/values; None when shared (one module, one set of state-dict keys)
+        self.text_cross = None if shared_cross else attention()
+        self.image_self_norm = nn.LayerNorm(dim) if self_attn else None
+        self.image_self = attention() if self_attn else None
+        self.text_self_norm = nn.LayerNorm(dim) if self_attn else None
+        self.text_self = attention() if self_attn else None
+        self.image_mlp_norm = nn.LayerNorm(dim)
+        self.image_mlp = Mlp(dim, mlp_ratio=mlp_ratio, dropout=dropout)
+        self.text_mlp_norm = nn.LayerNorm(dim)
+        self.text_mlp = Mlp(dim, mlp_ratio=mlp_ratio, dropout=dropout)
+
+    @property
+    def cross_attentions(self) -> tuple[Attention, Attention]:
+        """(image -> text, text -> image) cross-attention modules; the same module twice when `shared_cross`."""
+        return self.image_cross, self.image_cross if self.text_cross is None else self.text_cross
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        *,
+        image_mask: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fuse one step.
+
+        Args:
+            image_tokens: (B, Ni, D).
+            text_tokens: (B, Nt, D).
+            image_mask: (B, Ni) bool, True on real image tokens, or None (all real).
+            text_mask: (B, Nt) bool, True on real text tokens (False on padding), or None.
+
+        Returns:
+            (image_tokens (B, Ni, D), text_tokens (B, Nt, D)).
+        """
+        _check_streams(image_tokens, text_tokens, image_mask, text_mask, self.dim, self.dim)
+        image_to_text, text_to_image = self.cross_attentions
+        xi, xt = self.image_cross_norm(image_tokens), self.text_cross_norm(text_tokens)
+        # both directions read the layer's input streams, not each other's updated stream
+        image = image_tokens + image_to_text(xi, xt, mask=text_mask)
+        text = text_tokens + text_to_image(xt, xi, mask=image_mask)
+        if self.self_attn:
+            image = image + self.image_self(self.image_self_norm(image), mask=image_mask)
+            text = text + self.text_self(self.text_self_norm(text), mask=text_mask)
+        image = image + self.image_mlp(self.image_mlp_norm(image))
+        text = text + self.text_mlp(self.text_mlp_norm(text))
+        return image, text
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, shared_cross={self.shared_cross}, self_attn={self.self_attn}"
+
+
+class CoAttentionFusion(nn.Module):
+    """Stacked co-attention over an image encoder's and a text encoder's tokens, pooled to one vector.
+
+    Both streams are projected to `dim` by a Linear when their width differs (identity otherwise), pass through
+    `depth` `CoAttentionLayer`s and a final LayerNorm per stream; the two [CLS] tokens (`tokens[:, 0]`) are pooled.
+    With `encoder_skip`, each encoder's projected input [CLS] is added to its fused [CLS] before pooling, so the
+    head sees the unimodal summaries even when the fusion layers are still untrained.
+
+    Args:
+        dim_image: image token width Di.
+        dim_text: text token width Dt.
+        dim: fusion width D; defaults to `dim_text`.
+        heads, dim_head, mlp_ratio, dropout, shared_cross, self_attn: per layer, see `CoAttentionLayer`.
+        depth: number of layers.
+        pool: "concat" -> (B, 2D), "add" -> (B, D) sum, "mean" -> (B, D) average of the two [CLS] tokens.
+        encoder_skip: add the encoders' (projected) [CLS] to the fused [CLS] before pooling.
+    """
+
+    def __init__(
+        self,
+        dim_image: int,
+        dim_text: int,
+        *,
+        dim: int | None = None,
+        heads: int = 8,
+        dim_head: int | None = None,
+        depth: int = 1,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        pool: str = "concat",
+        encoder_skip: bool = True,
+        shared_cross: bool = False,
+        self_attn: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("dim_image", dim_image)
+        _check_positive_int("dim_text", dim_text)
+        dim = dim_text if dim is None else dim
+        _check_positive_int("dim", dim)
+        _check_positive_int("depth", depth)
+        if pool not in _POOLS:
+            raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
+        self.dim_image, self.dim_text, self.dim = dim_image, dim_text, dim
+        self.pool, self.encoder_skip = pool, encoder_skip
+        self.image_proj = nn.Linear(dim_image, dim) if dim_image != dim else nn.Identity()
+        self.text_proj = nn.Linear(dim_text, dim) if dim_text != dim else nn.Identity()
+        self.layers = nn.ModuleList(
+            CoAttentionLayer(
+                dim,
+                heads=heads,
+                dim_head=dim_head,
+                mlp_ratio=mlp_ratio,
+                dropout=dropout,
+                shared_cross=shared_cross,
+                self_attn=self_attn,
+            )
+            for _ in range(depth)
+        )
+        self.image_norm = nn.LayerNorm(dim)
+        self.text_norm = nn.LayerNorm(dim)
+
+    @property
+    def out_dim(self) -> int:
+        """Width P of `FusionOutput.pooled`."""
+        return 2 * self.dim if self.pool == "concat" else self.dim
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        *,
+        image_mask: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> FusionOutput:
+        """Fuse an image and a text.
+
+        Args:
+            image_tokens: (B, Ni, Di), [CLS] first.
+            text_tokens: (B, Nt, Dt), [CLS] first.
+            image_mask: (B, Ni) bool, True on real tokens, or None.
+            text_mask: (B, Nt) bool, True on real tokens (False on padding), or None.
+
+        Returns:
+            FusionOutput(pooled (B, out_dim), image_tokens (B, Ni, D), text_tokens (B, Nt, D)).
+        """
+        _check_streams(image_tokens, text_tokens, image_mask, text_mask, self.dim_image, self.dim_text)
+        image, text = self.image_proj(image_tokens), self.text_proj(text_tokens)  # (B, Ni, D), (B, Nt, D)
+        image_in, text_in = image[:, 0], text[:, 0]  # (B, D) encoders' [CLS]
+        for layer in self.layers:
+            image, text = layer(image, text, image_mask=image_mask, text_mask=text_mask)
+        image, text = self.image_norm(image), self.text_norm(text)
+        image_cls, text_cls = image[:, 0], text[:, 0]  # (B, D)
+        if self.encoder_skip:
+            image_cls, text_cls = image_cls + image_in, text_cls + text_in
+        return FusionOutput(self._pool(image_cls, text_cls), image, text)
+
+    def _pool(self, image_cls: torch.Tensor, text_cls: torch.Tensor) -> torch.Tensor:
+        """Two (B, D) summaries -> (B, out_dim)."""
+        if self.pool == "concat":
+            return torch.cat([image_cls, text_cls], dim=-1)  # (B, 2D)
+        if self.pool == "add":
+            return image_cls + text_cls
+        return (image_cls + text_cls) / 2
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim_image={self.dim_image}, dim_text={self.dim_text}, dim={self.dim}, "
+            f"pool={self.pool!r}, encoder_skip={self.encoder_skip}"
+        )
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_streams(
+    image_tokens: torch.Tensor,
+    text_tokens: torch.Tensor,
+    image_mask: torch.Tensor | None,
+    text_mask: torch.Tensor | None,
+    dim_image: int,
+    dim_text: int,
+) -> None:
+    """Validate the shapes of the two token streams and their optional masks."""
+    if image_tokens.dim() != 3 or image_tokens.shape[-1] != dim_image:
+        raise ValueError(
+            f"image_tokens must have shape (B, Ni, {dim_image}), got {tuple(image_tokens.shape)}"
+        )
+    if text_tokens.dim() != 3 or text_tokens.shape[-1] != dim_text:
+        raise ValueError(f"text_tokens must have shape (B, Nt, {dim_text}), got {tuple(text_tokens.shape)}")
+    if image_tokens.shape[0] != text_tokens.shape[0]:
+        raise ValueError(
+            f"text_tokens must have the batch size of image_tokens ({image_tokens.shape[0]}), "
+            f"got {text_tokens.shape[0]}"
+        )
+    for name, mask, tokens in (
+        ("image_mask", image_mask, image_tokens),
+        ("text_mask", text_mask, text_tokens),
+    ):
+        if mask is None:
+            continue
+        if mask.dtype != torch.bool:
+            raise TypeError(f"{name} must be a bool tensor (True = real token), got dtype {mask.dtype}")
+        if tuple(mask.shape) != tuple(tokens.shape[:2]):
+            raise ValueError(f"{name} must have shape {tuple(tokens.shape[:2])}, got {tuple(mask.shape)}")

@@ -1,0 +1,23 @@
+"""Evaluation metrics: VQA accuracy (official evaluator), classification report (scikit-learn compatible).
+
+Imported as a namespace: ``from vlblocks import metrics; metrics.vqa_accuracy(...)``.
+"""
+
+from __future__ import annotations
+
+from vlblocks.metrics.classification import ClassificationReport, classification_report
+from vlblocks.metrics.vqa import (
+    normalize_vqa_answer,
+    vqa_accuracy,
+    vqa_accuracy_by_type,
+    vqa_question_accuracy,
+)
+
+__all__ = [
+    "ClassificationReport",
+    "classification_report",
+    "normalize_vqa_answer",
+    "vqa_accuracy",
+    "vqa_accuracy_by_type",
+    "vqa_question_accuracy",
+]

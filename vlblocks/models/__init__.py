@@ -1,0 +1,7 @@
+"""Whole models assembled from vlblocks blocks."""
+
+from __future__ import annotations
+
+from vlblocks.models.vqa import VQAModel
+
+__all__ = ["VQAModel"]
