@@ -29,6 +29,7 @@ import json
 import math
 import signal
 import sys
+import textwrap
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -139,13 +140,12 @@ def build_datasets(args: argparse.Namespace) -> tuple:
     return tuple(splits)
 
 
-def question_records(dataset) -> list[dict]:
-    """Text fields of every item (no image): question, answers, answer, question_type."""
-    records = getattr(dataset, "records", None)
-    if callable(records):
-        return records()
-    keys = ("question", "answers", "answer", "question_type")
-    return [{k: dataset[i][k] for k in keys} for i in range(len(dataset))]
+def image_groups(records: list[dict]) -> list[list[int]]:
+    """Question indices grouped by image, in order of first appearance."""
+    groups: dict[int, list[int]] = {}
+    for k, r in enumerate(records):
+        groups.setdefault(r["image_id"], []).append(k)
+    return list(groups.values())
 
 
 # ----------------------------------------------------------------------------- model
@@ -210,12 +210,17 @@ def lr_factor(step: int, total: int, args: argparse.Namespace) -> float:
     return 1.0
 
 
-def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:
-    """This rank's shuffled indices for one epoch: a function of (seed, epoch), so a resumed run sees the same order."""
+def epoch_batches(groups: list[list[int]], per_batch: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
+    """This rank's batches of one epoch: shuffled images, `per_batch` images (all their questions) a batch.
+
+    A function of (seed, epoch) only, so a resumed run sees the same batches. Grouping a batch by image lets the
+    image encoder run once per image (VQA has several questions per image).
+    """
     g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    order = torch.randperm(n, generator=g).tolist()
-    usable = len(order) - len(order) % world  # equal shards keep DDP ranks in step
-    return order[rank:usable:world]
+    order = torch.randperm(len(groups), generator=g).tolist()
+    batches = [sum((groups[i] for i in order[s : s + per_batch]), []) for s in range(0, len(order), per_batch)]
+    usable = len(batches) - len(batches) % world  # equal shards keep DDP ranks in step
+    return batches[rank:usable:world]
 
 
 def compute_loss(logits, batch, args, class_weights) -> torch.Tensor:
@@ -228,14 +233,17 @@ def compute_loss(logits, batch, args, class_weights) -> torch.Tensor:
 def evaluate(model, dataset, collate, vocab, args, dist) -> dict:
     """VQA accuracy (overall, per type), label accuracy and P/R/F1 on this rank's shard, gathered across ranks."""
     model.eval()
-    indices = list(range(dist.rank, len(dataset), dist.world_size))
-    preds, answers, types, labels = [], [], [], []
-    batches = range(0, len(indices), args.batch_size)
+    groups = image_groups(dataset.records())[dist.rank :: dist.world_size]
+    per_batch = max(1, args.batch_size * len(groups) // max(1, sum(map(len, groups))))
+    batches = [sum(groups[s : s + per_batch], []) for s in range(0, len(groups), per_batch)]
     if args.eval_batches:
         batches = batches[: args.eval_batches]
-    for start in tqdm(batches, desc="eval", leave=False, disable=not dist.is_main):
-        batch = collate([dataset[i] for i in indices[start : start + args.batch_size]])
-        logits = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+    preds, answers, types, labels = [], [], [], []
+    for indices in tqdm(batches, desc="eval", leave=False, disable=not dist.is_main):
+        batch = collate([dataset[i] for i in indices])
+        if batch is None:
+            continue
+        logits = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"])
         preds += [vocab.decode(i) for i in logits.argmax(-1).tolist()]
         answers += batch["answers"]
         types += batch["question_type"]
@@ -247,9 +255,9 @@ def evaluate(model, dataset, collate, vocab, args, dist) -> dict:
     return {
         "vqa_accuracy": vqa_accuracy(preds, answers),
         "accuracy": sum(y == p for y, p in known) / max(1, len(labels)),
-        "precision": report["macro_precision"],
-        "recall": report["macro_recall"],
-        "f1": report["macro_f1"],
+        "precision": report.precision_macro,
+        "recall": report.recall_macro,
+        "f1": report.f1_macro,
         "by_type": vqa_accuracy_by_type(preds, answers, types),
         "predictions": preds,
         "answers": answers,
@@ -286,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     train_set, val_set = build_datasets(args)
-    train_records = question_records(train_set)
+    train_records = train_set.records()
     vocab = AnswerVocab.build([r["answers"] for r in train_records], top_k=args.top_answers)
     tokenizer = None
     if args.text_encoder.startswith("tiny-"):
@@ -301,10 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(args, tokenizer, len(vocab))
     tokenizer = model.text_encoder.tokenizer
     cfg = model.image_encoder.image_config
-    collate = VQACollator(tokenizer, vocab, image_size=cfg.size, mean=cfg.mean, std=cfg.std, max_length=args.max_length)
-    train_collate = VQACollator(
-        tokenizer, vocab, image_size=cfg.size, mean=cfg.mean, std=cfg.std, max_length=args.max_length, augment=args.augment
-    )
+    common = dict(image_size=cfg.size, mean=cfg.mean, std=cfg.std, max_length=args.max_length, group_images=True)
+    collate = VQACollator(tokenizer, vocab, **common)
+    train_collate = VQACollator(tokenizer, vocab, augment=args.augment, **common)
 
     class_weights = None
     if args.class_weights and args.loss == "ce":
@@ -312,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         freq = torch.tensor([counts.get(i, 0) for i in range(len(vocab))], dtype=torch.float)
         class_weights = (freq.sum() / (len(vocab) * freq.clamp(min=1))).clamp(max=10.0)
 
-    steps_per_epoch = math.ceil(len(train_set) // dist.world_size / args.batch_size)
+    groups = image_groups(train_records)
+    per_batch = max(1, round(args.batch_size * len(groups) / len(train_records)))  # images per batch
+    steps_per_epoch = math.ceil(len(groups) / per_batch) // dist.world_size
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps)
@@ -343,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     for epoch in range(step // steps_per_epoch, args.epochs):
         if step >= total_steps or stop.requested:
             break
-        order = epoch_order(len(train_set), args.seed, epoch, dist.rank, dist.world_size)
+        batches = epoch_batches(groups, per_batch, args.seed, epoch, dist.rank, dist.world_size)
         first = step - epoch * steps_per_epoch
         t_epoch, losses = time.perf_counter(), []
         bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist.is_main)
@@ -355,8 +364,10 @@ def main(argv: list[str] | None = None) -> int:
                 say("stage 2: " + ("LoRA on the encoders" if args.lora_r else "encoders unfrozen"))
                 optimizer, scheduler, ddp = restage(model, args, total_steps, step, dist)
             torch.manual_seed(args.seed * 1_000_003 + step * dist.world_size + dist.rank)  # dropout / augment
-            batch = train_collate([train_set[i] for i in order[b * args.batch_size : (b + 1) * args.batch_size]])
-            logits = ddp(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+            batch = train_collate([train_set[i] for i in batches[b]])
+            if batch is None:  # every image of the batch unreadable (counted and warned by the collator)
+                continue
+            logits = ddp(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"])
             loss = compute_loss(logits, batch, args, class_weights)
             if not torch.isfinite(loss):
                 say(f"non-finite loss ({loss.item()}) at step {step}: stopping; the last good checkpoint in {ckpt_dir} is kept")
@@ -443,14 +454,16 @@ def report(model, val_set, collate, vocab, train_records, metrics, history, args
 
 @torch.no_grad()
 def save_prediction_grid(model, dataset, collate, vocab, path: Path, n: int = 12, cell: int = 192) -> None:
-    """A PNG grid of validation images with question, prediction (green right / red wrong) and the answer."""
+    """A PNG grid of validation images: question, prediction with its VQA score (green >= 0.9, orange partial,
+    red 0) and the most common human answer."""
     from PIL import Image, ImageDraw
 
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     batch = collate(items)
     model.eval()
-    preds = [vocab.decode(i) for i in model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).argmax(-1).tolist()]
-    cols, text_h = 4, 52
+    logits = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"])
+    preds = [vocab.decode(i) for i in logits.argmax(-1).tolist()]
+    cols, text_h = 4, 68
     rows = math.ceil(len(items) / cols)
     grid = Image.new("RGB", (cols * cell, rows * (cell + text_h)), "white")
     draw = ImageDraw.Draw(grid)
@@ -460,10 +473,12 @@ def save_prediction_grid(model, dataset, collate, vocab, path: Path, n: int = 12
             image = Image.fromarray(image.permute(1, 2, 0).numpy())
         x, y = (i % cols) * cell, (i // cols) * (cell + text_h)
         grid.paste(image.convert("RGB").resize((cell - 8, cell - 8), Image.NEAREST), (x + 4, y + 4))
-        ok = vqa_accuracy([pred], [item["answers"]]) > 0
-        draw.text((x + 4, y + cell), item["question"][:34], fill="black")
-        draw.text((x + 4, y + cell + 16), f"pred: {pred}", fill=(0, 140, 0) if ok else (200, 0, 0))
-        draw.text((x + 4, y + cell + 32), f"answer: {item['answer']}", fill="black")
+        score = vqa_accuracy([pred], [item["answers"]])
+        colour = (0, 140, 0) if score >= 0.9 else (220, 120, 0) if score > 0 else (200, 0, 0)
+        for line, text in enumerate(textwrap.wrap(item["question"], 30)[:2]):
+            draw.text((x + 4, y + cell + 14 * line), text, fill="black")
+        draw.text((x + 4, y + cell + 30), f"pred: {pred} ({score:.1f})", fill=colour)
+        draw.text((x + 4, y + cell + 46), f"answer: {item['answer']}", fill="black")
     grid.save(path)
 
 

@@ -12,6 +12,7 @@ from transformers.pytorch_utils import Conv1D
 
 from vlblocks.layers.attention import Attention
 from vlblocks.peft import LoRAConv1D, LoRAConv2d, LoRAEmbedding, LoRALayer, LoRALinear, apply_lora
+from vlblocks.peft.lora import LoRADropout
 
 
 def _cases() -> list[tuple[type[LoRALayer], nn.Module, torch.Tensor]]:
@@ -161,7 +162,7 @@ def test_to_base_returns_plain_layer_sharing_the_weight() -> None:
 def test_dropout_only_on_lora_input() -> None:
     assert isinstance(LoRALinear.from_layer(nn.Linear(8, 8), r=2, alpha=2).lora_dropout, nn.Identity)
     layer = LoRALinear.from_layer(nn.Linear(8, 8), r=2, alpha=2, dropout=0.5)
-    assert isinstance(layer.lora_dropout, nn.Dropout) and layer.lora_dropout.p == 0.5
+    assert isinstance(layer.lora_dropout, LoRADropout) and layer.lora_dropout.p == 0.5
     x = torch.randn(4, 8)
     assert torch.equal(layer.train()(x), layer.eval()(x))  # B = 0: dropout cannot change anything
     _randomize(layer)
@@ -169,6 +170,28 @@ def test_dropout_only_on_lora_input() -> None:
     assert torch.equal(layer.eval()(x), layer.eval()(x))
     frozen = LoRALinear.from_layer(nn.Linear(8, 8).eval(), r=2, alpha=2, dropout=0.5)
     assert not frozen.lora_dropout.training  # the new dropout follows the wrapped layer's mode
+
+
+def test_lora_dropout_statistics_gradient_and_seeding() -> None:
+    drop = LoRADropout(0.1)
+    x = torch.randn(301, 333, requires_grad=True)  # odd number of elements
+    y = drop(x)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - 0.1) < 0.005  # 100k draws: std of the rate is 0.001
+    scale = 32768 / (32768 - round(0.1 * 32768))
+    torch.testing.assert_close(y[~dropped], x[~dropped] * scale)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (~dropped).float() * scale)
+    flat = dropped.flatten().float()  # the two halves come from the low and the high bits of the draws
+    assert (
+        abs(flat[: flat.numel() // 2].mean() - 0.1) < 0.007
+        and abs(flat[flat.numel() // 2 :].mean() - 0.1) < 0.007
+    )
+    torch.manual_seed(3)
+    first = drop(x)
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), first) and not torch.equal(drop(x), first)
+    assert drop.eval()(x) is x
 
 
 def test_half_precision_base_keeps_float32_lora_and_runs_in_input_dtype() -> None:
@@ -214,14 +237,14 @@ def test_wrong_layer_type_double_wrap_and_groups_raise() -> None:
 
 
 def test_compile_fullgraph_no_graph_break() -> None:
-    """fullgraph=True raises on any graph break; forward and backward of a LoRA-wrapped Attention compile."""
+    """fullgraph=True raises on any graph break; train (dropout) and eval forwards and the backward compile."""
     torch._dynamo.reset()
     attn = Attention(16, heads=2)
     apply_lora(attn, ["q", "v"], r=4, alpha=8, dropout=0.1)
-    attn.eval()
     x = torch.randn(2, 5, 16)
     compiled = torch.compile(attn, fullgraph=True, backend="eager")
-    out = compiled(x)
-    torch.testing.assert_close(out, attn(x))
+    out = compiled(x)  # training mode: the LoRA dropout is traced too
     out.sum().backward()
     assert attn.v.lora_B.grad is not None and attn.q.lora_A.grad is not None
+    attn.eval()
+    torch.testing.assert_close(compiled(x), attn(x))

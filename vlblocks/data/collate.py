@@ -93,10 +93,14 @@ class VQACollator:
         mean, std: per-channel normalisation of [0, 1] pixels.
         max_length: question tokens are truncated to this length (padding to the longest in the batch).
         augment: small random brightness / contrast jitter (see the module docstring for why nothing else).
+        group_images: stack each distinct image (by ``image_id``) once: "pixel_values" is then (M, 3, S, S) and
+            "image_index" (B,) says which image each question asks about, so the encoder runs once per image
+            (``VQAModel(..., image_index=)``).
 
     Returns (per batch): "pixel_values" (B, 3, S, S) float32, "input_ids" / "attention_mask" (B, T) long,
     "labels" (B,) long (-100 when the answer is not a class), "scores" (B, K) float32, and the lists
-    "answers", "question", "question_type", "question_id", "image_id".
+    "answers", "question", "question_type", "question_id", "image_id"; with ``group_images`` also
+    "image_index" (B,) long.
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class VQACollator:
         std: Sequence[float],
         max_length: int = 32,
         augment: bool = False,
+        group_images: bool = False,
     ) -> None:
         if not isinstance(vocab, AnswerVocab):
             raise TypeError(f"vocab must be an AnswerVocab, got {type(vocab).__name__}")
@@ -119,6 +124,7 @@ class VQACollator:
         self.tokenizer, self.vocab = tokenizer, vocab
         self.image_size, self.max_length, self.augment = image_size, max_length, bool(augment)
         self.mean, self.std = _check_triplet("mean", mean, False), _check_triplet("std", std, True)
+        self.group_images = bool(group_images)
         self.skipped = 0
 
     def _jitter(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -140,9 +146,17 @@ class VQACollator:
             )
         if not kept:
             return None
-        pixels = (
-            stack_images([item["image"] for item in kept], self.image_size).float().div_(255)
-        )  # (B, 3, S, S)
+        if self.group_images:
+            rows: dict[object, int] = {}  # image_id -> row in pixel_values, in order of first appearance
+            images = []
+            for item in kept:
+                if item["image_id"] not in rows:
+                    rows[item["image_id"]] = len(images)
+                    images.append(item["image"])
+            image_index = torch.tensor([rows[item["image_id"]] for item in kept])  # (B,)
+        else:
+            images = [item["image"] for item in kept]
+        pixels = stack_images(images, self.image_size).float().div_(255)  # (B or M, 3, S, S)
         if self.augment:
             pixels = self._jitter(pixels)
         pixels = pixels.sub_(self.mean).div_(self.std)
@@ -152,7 +166,7 @@ class VQACollator:
         )
         labels = torch.tensor([self.vocab.encode(item["answer"]) for item in kept], dtype=torch.long)
         labels[labels < 0] = -100
-        return {
+        batch = {
             "pixel_values": pixels,
             "input_ids": tokens["input_ids"],
             "attention_mask": tokens["attention_mask"],
@@ -164,3 +178,6 @@ class VQACollator:
             "question_id": [item["question_id"] for item in kept],
             "image_id": [item["image_id"] for item in kept],
         }
+        if self.group_images:
+            batch["image_index"] = image_index
+        return batch

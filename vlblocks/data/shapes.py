@@ -380,6 +380,10 @@ class ShapesVQA(Dataset):
         """The most common raw answer of every question (for ``AnswerVocab.build``), without touching images."""
         return [self.world._questions[i][j]["answer"] for i, j in self._index]
 
+    def records(self) -> list[dict]:
+        """Every question item without its image (copies), in dataset order."""
+        return [dict(q, answers=list(q["answers"])) for q in (self.world._questions[i][j] for i, j in self._index)]
+
 
 class ShapesCaptions(Dataset):
     """(image, caption) items {"image": uint8 (3, S, S), "image_id", "caption", "captions" (all 5)}; with

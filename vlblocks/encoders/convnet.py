@@ -1,7 +1,7 @@
 """A native tiny convolutional image encoder that learns fast from scratch on small synthetic images.
 
-A 3x3 conv stem followed by `depth` stride-2 stages (conv3x3 + BatchNorm + GELU, plus a zero-initialised
-residual conv3x3 block, in the spirit of ResNet, He et al. 2016, "Deep Residual Learning"), so a 64x64 image
+A 3x3 conv stem followed by `depth` stride-2 stages (conv3x3 + BatchNorm + GELU, plus a residual conv3x3
+block, in the spirit of ResNet, He et al. 2016, "Deep Residual Learning"), so a 64x64 image
 becomes an 8x8 grid of D-wide tokens with depth=3. A learned 2-D position embedding (initialised with the 2-D
 sin-cos table of MAE, He et al. 2022) is added to the tokens, so "left of" / "above" are knowable by any
 attention layer on top, and a final LayerNorm fixes their scale. It is the default image encoder of the
@@ -52,14 +52,12 @@ class _ConvNormAct(nn.Sequential):
 
 
 class _Stage(nn.Module):
-    """A stride-2 downsampling conv block, then an optional residual conv block (its norm starts at zero)."""
+    """A stride-2 downsampling conv block, then an optional residual conv block."""
 
     def __init__(self, in_chans: int, out_chans: int, *, norm: str, residual: bool) -> None:
         super().__init__()
         self.down = _ConvNormAct(in_chans, out_chans, stride=2, norm=norm)
         self.res = _ConvNormAct(out_chans, out_chans, norm=norm) if residual else None
-        if self.res is not None:
-            nn.init.zeros_(self.res[1].weight)  # the block starts as the identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.down(x)

@@ -13,10 +13,8 @@ Shapes: B batch, C channels (3), H x W image, N tokens (prefix tokens first), D 
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,16 @@ from torch import nn
 
 from vlblocks.encoders.convnet import ConvNet
 from vlblocks.encoders.output import EncoderOutput
+from vlblocks.encoders.text import (
+    accepts,
+    check_positive_int,
+    freeze_parameters,
+    hf_unused_parameters,
+    is_hf_model,
+    load_hf_tower,
+    resolve_local,
+    set_trainable,
+)
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ImageConfig", "ImageEncoder"]
 
@@ -95,32 +103,30 @@ class ImageEncoder(nn.Module):
             raise TypeError(f"image_config must be an ImageConfig or None, got {type(image_config).__name__}")
         self.model = model
         self._frozen = False
-        self._unused: frozenset[str] = frozenset()
-        self._interpolate = False
+        self._unused: frozenset[str] = frozenset()  # parameters the output never uses: always frozen
+        self._interpolate = self._nhwc = False
         if is_hf_model(model):
-            self._init_hf(model)
+            default = self._init_hf(model)
         elif isinstance(model, ConvNet):
             self.source, self.dim, self.in_chans = "native", model.dim, model.in_chans
             self._model_prefix, self._prepend_mean = 0, True
-            default = ImageConfig(self._native_size(), IMAGENET_MEAN, IMAGENET_STD)
+            default = ImageConfig(model.grid_size[0] * 2**model.depth, IMAGENET_MEAN, IMAGENET_STD)
         elif callable(getattr(model, "forward_features", None)):
-            self._init_timm(model)
+            default = self._init_timm(model)
         else:
             raise TypeError(
                 f"model must be a timm model, a transformers PreTrainedModel or a ConvNet, got {type(model).__name__}"
             )
-        if self.source == "hf":
-            default = _hf_default_config(model.config)
-        elif self.source == "timm":
-            default = _timm_image_config(model)
         self.image_config = image_config or default
         self.num_prefix_tokens = self._model_prefix + int(self._prepend_mean)
-        set_trainable(self, True, skip=self._unused)
+        freeze_parameters(self, self._unused)
 
-    def _init_hf(self, model: nn.Module) -> None:
+    def _init_hf(self, model: nn.Module) -> ImageConfig:
         config = model.config
         if not accepts(model.forward, "pixel_values"):
-            raise TypeError(f"model must be an HF vision model taking pixel_values, got {type(model).__name__}")
+            raise TypeError(
+                f"model must be an HF vision model taking pixel_values, got {type(model).__name__}"
+            )
         self.source, self.dim = "hf", int(config.hidden_size)
         self.in_chans = int(getattr(config, "num_channels", 3))
         names = [name for name, _ in model.named_parameters()]
@@ -131,16 +137,15 @@ class ImageEncoder(nn.Module):
         self._interpolate = accepts(model.forward, "interpolate_pos_encoding")
         size = getattr(config, "image_size", None)
         self._hf_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        return _hf_default_config(config)
 
-    def _init_timm(self, model: nn.Module) -> None:
+    def _init_timm(self, model: nn.Module) -> ImageConfig:
         self.source, self.dim = "timm", int(model.num_features)
         self.in_chans = next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), 3)
         self._model_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
         self._prepend_mean = not getattr(model, "has_class_token", self._model_prefix > 0)
         self._nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
-
-    def _native_size(self) -> int:
-        return self.model.grid_size[0] * 2**self.model.depth
+        return _timm_image_config(model)
 
     @property
     def frozen(self) -> bool:
@@ -186,7 +191,7 @@ class ImageEncoder(nn.Module):
                 else self.model.forward_features(pixel_values)
             )
             if feats.ndim == 4:
-                pattern = "b h w d -> b (h w) d" if getattr(self, "_nhwc", False) else "b d h w -> b (h w) d"
+                pattern = "b h w d -> b (h w) d" if self._nhwc else "b d h w -> b (h w) d"
                 feats = rearrange(feats, pattern)  # (B, h*w, D)
             tokens = feats
         if self._prepend_mean:
@@ -402,102 +407,3 @@ def _triple(value: Any) -> tuple[float, float, float] | None:
     if isinstance(value, (int, float)):
         return (float(value),) * 3
     return tuple(float(v) for v in value)
-
-
-# ----------------------------------------------------------------------------- shared with text.py
-
-
-def check_positive_int(name: str, value: object) -> None:
-    """Raise ValueError unless `value` is a positive int (bools refused)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def is_hf_model(model: object) -> bool:
-    """True for a transformers PreTrainedModel, without importing transformers when nobody did."""
-    transformers = sys.modules.get("transformers")
-    return transformers is not None and isinstance(model, transformers.PreTrainedModel)
-
-
-def accepts(fn: Any, param: str) -> bool:
-    """True when callable `fn` has a parameter named `param`."""
-    try:
-        return param in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def hf_unused_parameters(model: nn.Module, modules: tuple[str, ...] = ()) -> frozenset[str]:
-    """Wrapper-level names ("model.<name>") of the parameters of an HF model that its last hidden state never
-    uses: poolers, mask tokens (masked modelling only) and the submodules named in `modules`."""
-    unused = set()
-    for name, _ in model.named_parameters():
-        parts = name.split(".")
-        if "pooler" in parts or parts[-1] == "mask_token" or any(m in parts for m in modules):
-            unused.add(f"model.{name}")
-    return frozenset(unused)
-
-
-def set_trainable(module: nn.Module, trainable: bool, *, skip: frozenset[str] = frozenset()) -> None:
-    """Set requires_grad on every parameter of `module` except the names in `skip` (those stay frozen)."""
-    for name, param in module.named_parameters():
-        param.requires_grad_(trainable and name not in skip)
-
-
-def resolve_local(name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> tuple[str, Path | None]:
-    """Check a model name and the loader kwargs; return (name, local folder or None for a hub / registry name).
-
-    Raises:
-        TypeError: name_or_path is not a str or path. ValueError: trust_remote_code=True.
-        FileNotFoundError: a path-like name that does not exist, or a folder without config.json.
-    """
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"name_or_path must be a str or os.PathLike, got {type(name_or_path).__name__}")
-    if kwargs.pop("trust_remote_code", False):
-        raise ValueError(
-            "trust_remote_code=True is not supported: vlblocks never runs code from a checkpoint"
-        )
-    name = os.fspath(name_or_path)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"name_or_path folder {str(path)!r} has no config.json")
-        return str(path), path
-    looks_local = isinstance(name_or_path, os.PathLike) or name.startswith(("/", ".", "~")) or path.exists()
-    if looks_local or os.path.isabs(name):
-        raise FileNotFoundError(f"name_or_path {name!r} is not an existing folder with a config.json")
-    return name, None
-
-
-def load_hf_tower(name: str, part: str, *, pretrained: bool, **kwargs: Any) -> nn.Module:
-    """The `part` ("vision" / "text") tower of an HF checkpoint, built without pooler when its class allows.
-
-    A plain checkpoint loads its own class (AutoModel rules); a composite one (CLIPConfig, SiglipConfig ...)
-    loads the tower class (CLIPVisionModel, CLIPTextModel ...) from the same weights. Never remote code; a
-    checkpoint that does not hold every weight of the tower raises ValueError instead of returning random weights.
-    """
-    from transformers import MODEL_MAPPING, AutoConfig
-
-    config = AutoConfig.from_pretrained(name, trust_remote_code=False)
-    sub = getattr(config, f"{part}_config", None)
-    tower_config = config if sub is None else sub
-    if type(tower_config) not in MODEL_MAPPING:
-        raise ValueError(
-            f"no transformers model class for {type(tower_config).__name__} ({name!r}, {part} tower)"
-        )
-    model_cls = MODEL_MAPPING[type(tower_config)]
-    init_kwargs = {"add_pooling_layer": False} if accepts(model_cls.__init__, "add_pooling_layer") else {}
-    if not pretrained:
-        return model_cls(tower_config, **init_kwargs)
-    model, info = model_cls.from_pretrained(
-        name, config=tower_config, output_loading_info=True, trust_remote_code=False, **init_kwargs, **kwargs
-    )
-    missing = [key for key in info.get("missing_keys", ()) if not key.startswith("pooler.")]
-    if missing:
-        raise ValueError(
-            f"checkpoint {name!r} does not hold the weights of {model_cls.__name__}: "
-            f"{len(missing)} missing keys, e.g. {sorted(missing)[:3]}"
-        )
-    if "dtype" not in kwargs and "torch_dtype" not in kwargs:
-        model = model.float()  # half-precision checkpoints train in float32 unless a dtype is asked for
-    return model

@@ -52,15 +52,19 @@ class VQAModel(nn.Module):
         pixel_values: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        *,
+        image_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Answer logits.
 
         Args:
-            pixel_values: (B, 3, H, W).
+            pixel_values: (B, 3, H, W), or (M, 3, H, W) distinct images with `image_index`.
             input_ids: (B, T) question token ids.
             attention_mask: (B, T), 1/True on real tokens, 0/False on padding; None means no padding.
                 The fusion's text mask is the text encoder's `EncoderOutput.mask` when it returns one
                 (it knows about tokens it prepends), else `attention_mask.bool()`.
+            image_index: (B,) long, question b asks about image `image_index[b]`. Each distinct image is
+                encoded once (VQA has several questions per image; `VQACollator(group_images=True)`).
 
         Returns:
             logits (B, C).
@@ -75,6 +79,16 @@ class VQAModel(nn.Module):
                 f"got {tuple(attention_mask.shape)}"
             )
         image_out = _as_encoder_output("image_encoder", self.image_encoder(pixel_values))
+        if image_index is not None:
+            if image_index.shape != input_ids.shape[:1]:
+                raise ValueError(
+                    f"image_index must have shape ({input_ids.shape[0]},), got {tuple(image_index.shape)}"
+                )
+            image_out = EncoderOutput(  # (M, Ni, Di) -> (B, Ni, Di)
+                tokens=image_out.tokens[image_index],
+                mask=None if image_out.mask is None else image_out.mask[image_index],
+                cls=image_out.cls[image_index],
+            )
         text_out = _as_encoder_output(
             "text_encoder", self.text_encoder(input_ids, attention_mask=attention_mask)
         )
@@ -90,12 +104,14 @@ class VQAModel(nn.Module):
         pixel_values: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        *,
+        image_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Most likely answer indices (B,), computed in eval mode without gradients (the mode is restored)."""
         was_training = self.training
         self.eval()
         try:
-            return self(pixel_values, input_ids, attention_mask).argmax(dim=-1)
+            return self(pixel_values, input_ids, attention_mask, image_index=image_index).argmax(dim=-1)
         finally:
             self.train(was_training)
 

@@ -20,7 +20,7 @@ from vlblocks.peft.inject import (
     unmerge_lora,
 )
 from vlblocks.peft.io import load_adapter, save_adapter
-from vlblocks.peft.lora import LoRAConv1D, LoRAConv2d, LoRAEmbedding, LoRALayer, LoRALinear
+from vlblocks.peft.lora import LoRAConv1D, LoRAConv2d, LoRADropout, LoRAEmbedding, LoRALayer, LoRALinear
 from vlblocks.peft.match import matches, select_modules
 from vlblocks.peft.prompt import SoftPrompt, SoftPromptOutput
 
@@ -28,6 +28,7 @@ __all__ = [
     "BottleneckAdapter",
     "LoRAConv1D",
     "LoRAConv2d",
+    "LoRADropout",
     "LoRAEmbedding",
     "LoRALayer",
     "LoRALinear",

@@ -34,7 +34,20 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-__all__ = ["LoRALayer", "LoRALinear", "LoRAEmbedding", "LoRAConv2d", "LoRAConv1D", "lora_class_for"]
+try:
+    from torch.compiler import is_compiling
+except ImportError:  # torch < 2.3
+    from torch._dynamo import is_compiling
+
+__all__ = [
+    "LoRADropout",
+    "LoRALayer",
+    "LoRALinear",
+    "LoRAEmbedding",
+    "LoRAConv2d",
+    "LoRAConv1D",
+    "lora_class_for",
+]
 
 # attributes a LoRA layer adds to the base layer's __dict__ (removed again by `to_base`)
 _LORA_ATTRS = ("r", "lora_alpha", "scaling", "use_rslora", "lora_dropout_p", "merged", "base_class")
@@ -62,12 +75,34 @@ def _lora_dtype(weight: torch.Tensor) -> torch.dtype:
     return torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
 
 
+class LoRADropout(nn.Dropout):
+    """Dropout on the LoRA input, with a faster mask on CPU.
+
+    torch's CPU Bernoulli sampler draws one double per element serially (about 12 ns each), which at p > 0 would
+    cost more than all LoRA matmuls of a training step once those run on several threads. On CPU in eager mode the
+    keep mask here is read from 15-bit uniform integers, two per 32-bit draw of torch's generator (so seeding with
+    `torch.manual_seed` still reproduces it), and `p` is rounded to a multiple of 2**-15 (0.1 -> 0.100006); the
+    output is rescaled by 1 / (1 - p) as usual. On other devices and under `torch.compile` it is `F.dropout`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu" or is_compiling():
+            return F.dropout(x, self.p, True)
+        threshold = round(self.p * 32768)
+        n = x.numel()
+        bits = torch.empty((n + 1) // 2, dtype=torch.int32).random_()  # 31 uniform bits each
+        keep = torch.cat([(bits & 0x7FFF) >= threshold, (bits >> 16) >= threshold])  # (2 * ceil(n / 2),)
+        return (x * keep[:n].view(x.shape)).mul_(32768 / (32768 - threshold))
+
+
 class LoRALayer:
     """Mixin shared by the LoRA layers: construction from a base layer, merge / unmerge, back to the base class.
 
     Attributes:
         r, lora_alpha, scaling, use_rslora: the rank, alpha, `alpha / r` (or `alpha / sqrt(r)`) and the rsLoRA flag.
-        lora_dropout_p: dropout probability on the LoRA input; `lora_dropout` is `nn.Dropout` or `nn.Identity`.
+        lora_dropout_p: dropout probability on the LoRA input; `lora_dropout` is `LoRADropout` or `nn.Identity`.
         merged: True when the update is added to the weight (the forward then skips the LoRA branch).
         base_class: the class of the wrapped layer (`to_base` returns an instance of it).
     """
@@ -110,7 +145,7 @@ class LoRALayer:
         new.scaling = float(alpha / math.sqrt(r) if use_rslora else alpha / r)
         new.lora_dropout_p = float(dropout)
         new.merged = False
-        new.lora_dropout = (nn.Dropout(dropout) if dropout > 0 else nn.Identity()).train(layer.training)
+        new.lora_dropout = (LoRADropout(dropout) if dropout > 0 else nn.Identity()).train(layer.training)
         shape_a, shape_b = new._lora_shapes()
         kw = {"device": new.weight.device, "dtype": _lora_dtype(new.weight)}
         new.lora_A = nn.Parameter(torch.empty(shape_a, **kw))
