@@ -59,25 +59,35 @@ from vlblocks.training import (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=["shapes", "vqav2"], default="shapes")
     g.add_argument("--data-root", type=Path, default=None, help="VQA v2 folder (with --data vqav2)")
-    g.add_argument("--train-fraction", type=float, default=1.0, help="image-level random fraction of the train split")
+    g.add_argument(
+        "--train-fraction", type=float, default=1.0, help="image-level random fraction of the train split"
+    )
     g.add_argument("--num-scenes", type=int, default=4000, help="ShapesWorld train scenes (val gets a tenth)")
     g.add_argument("--image-size", type=int, default=64)
     g.add_argument("--top-answers", type=int, default=1000, help="answer vocabulary size (top-K answers)")
     g.add_argument("--max-length", type=int, default=24, help="question tokens")
     g.add_argument("--augment", action="store_true", help="colour jitter on train images")
     g = p.add_argument_group("model")
-    g.add_argument("--image-encoder", default="tiny-cnn", help="tiny-cnn | tiny-vit | a timm / HF name or path")
-    g.add_argument("--text-encoder", default="tiny-bert", help="tiny-bert | tiny-roberta | an HF name or path")
+    g.add_argument(
+        "--image-encoder", default="tiny-cnn", help="tiny-cnn | tiny-vit | a timm / HF name or path"
+    )
+    g.add_argument(
+        "--text-encoder", default="tiny-bert", help="tiny-bert | tiny-roberta | an HF name or path"
+    )
     g.add_argument("--fusion", choices=["coattention", "concat"], default="coattention")
     g.add_argument("--dim", type=int, default=64, help="fusion width (and tiny encoder width)")
     g.add_argument("--heads", type=int, default=4)
     g.add_argument("--depth", type=int, default=2, help="co-attention layers")
     g.add_argument("--pool", choices=["concat", "add", "mean"], default="concat")
     g.add_argument("--encoder-skip", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--mlp-ratio", type=float, default=4.0, help="co-attention FFN width / dim")
+    g.add_argument("--patch-size", type=int, default=8, help="tiny image encoders: pixels per token side")
     g.add_argument("--hidden", type=int, default=256, help="classifier hidden width")
     g.add_argument("--dropout", type=float, default=0.1)
     g = p.add_argument_group("fine-tuning")
@@ -85,11 +95,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--lora-r", type=int, default=0, help="LoRA rank on the encoders (0: off)")
     g.add_argument("--lora-alpha", type=float, default=None, help="default 2 * r")
     g.add_argument("--lora-targets", default="query,value", help="comma-separated module names / regexes")
-    g.add_argument("--two-stage", action="store_true", help="train fusion + head on frozen encoders first, then LoRA")
+    g.add_argument(
+        "--two-stage", action="store_true", help="train fusion + head on frozen encoders first, then LoRA"
+    )
     g.add_argument("--stage1-epochs", type=int, default=1)
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=8)
-    g.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in total (0: epochs decide)")
+    g.add_argument(
+        "--max-steps", type=int, default=0, help="stop after this many steps in total (0: epochs decide)"
+    )
     g.add_argument("--batch-size", type=int, default=64, help="per process")
     g.add_argument("--lr", type=float, default=2e-3)
     g.add_argument("--weight-decay", type=float, default=0.01)
@@ -102,7 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--output-dir", type=Path, default=Path("runs/vqa"))
     g.add_argument("--resume", action="store_true", help="continue from output-dir/checkpoint")
     g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch)")
-    g.add_argument("--stop-after", type=int, default=0, help="checkpoint and stop after N steps of this invocation")
+    g.add_argument(
+        "--stop-after", type=int, default=0, help="checkpoint and stop after N steps of this invocation"
+    )
     g.add_argument("--eval-batches", type=int, default=0, help="limit validation batches (0: all)")
     g.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     args = p.parse_args(argv)
@@ -122,7 +138,9 @@ def build_datasets(args: argparse.Namespace) -> tuple:
     """Train and validation question datasets (items: image, question, answers, question_type, ...)."""
     if args.data == "shapes":
         train = ShapesWorld("train", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed)
-        val = ShapesWorld("val", num_scenes=max(args.num_scenes // 10, 50), image_size=args.image_size, seed=args.seed)
+        val = ShapesWorld(
+            "val", num_scenes=max(args.num_scenes // 10, 50), image_size=args.image_size, seed=args.seed
+        )
         return train.vqa(), val.vqa()
     root = args.data_root.expanduser()
     splits = []
@@ -153,7 +171,9 @@ def image_groups(records: list[dict]) -> list[list[int]]:
 
 def build_model(args: argparse.Namespace, tokenizer, num_answers: int) -> VQAModel:
     if args.image_encoder.startswith("tiny-"):
-        image_encoder = ImageEncoder.tiny(args.image_encoder[5:], image_size=args.image_size, dim=args.dim)
+        image_encoder = ImageEncoder.tiny(
+            args.image_encoder[5:], image_size=args.image_size, dim=args.dim, patch_size=args.patch_size
+        )
     else:
         image_encoder = ImageEncoder.from_pretrained(args.image_encoder, image_size=args.image_size)
     if args.text_encoder.startswith("tiny-"):
@@ -169,6 +189,7 @@ def build_model(args: argparse.Namespace, tokenizer, num_answers: int) -> VQAMod
             dim=args.dim,
             heads=args.heads,
             depth=args.depth,
+            mlp_ratio=args.mlp_ratio,
             pool=args.pool,
             encoder_skip=args.encoder_skip,
             dropout=args.dropout,
@@ -186,7 +207,9 @@ def configure_stage(model: VQAModel, args: argparse.Namespace, stage: int) -> No
     if lora_now and not any("lora_A" in n for n, _ in model.named_parameters()):
         targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
         for encoder in encoders:
-            names = apply_lora(encoder, targets, r=args.lora_r, alpha=args.lora_alpha or 2 * args.lora_r, dry_run=True)
+            names = apply_lora(
+                encoder, targets, r=args.lora_r, alpha=args.lora_alpha or 2 * args.lora_r, dry_run=True
+            )
             if names:
                 apply_lora(encoder, targets, r=args.lora_r, alpha=args.lora_alpha or 2 * args.lora_r)
     frozen = args.freeze_encoders or lora_now or (args.two_stage and stage == 1)
@@ -210,7 +233,9 @@ def lr_factor(step: int, total: int, args: argparse.Namespace) -> float:
     return 1.0
 
 
-def epoch_batches(groups: list[list[int]], per_batch: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
+def epoch_batches(
+    groups: list[list[int]], per_batch: int, seed: int, epoch: int, rank: int, world: int
+) -> list[list[int]]:
     """This rank's batches of one epoch: shuffled images, `per_batch` images (all their questions) a batch.
 
     A function of (seed, epoch) only, so a resumed run sees the same batches. Grouping a batch by image lets the
@@ -218,7 +243,9 @@ def epoch_batches(groups: list[list[int]], per_batch: int, seed: int, epoch: int
     """
     g = torch.Generator().manual_seed(seed * 1000 + epoch)
     order = torch.randperm(len(groups), generator=g).tolist()
-    batches = [sum((groups[i] for i in order[s : s + per_batch]), []) for s in range(0, len(order), per_batch)]
+    batches = [
+        sum((groups[i] for i in order[s : s + per_batch]), []) for s in range(0, len(order), per_batch)
+    ]
     usable = len(batches) - len(batches) % world  # equal shards keep DDP ranks in step
     return batches[rank:usable:world]
 
@@ -243,7 +270,12 @@ def evaluate(model, dataset, collate, vocab, args, dist) -> dict:
         batch = collate([dataset[i] for i in indices])
         if batch is None:
             continue
-        logits = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"])
+        logits = model(
+            batch["pixel_values"],
+            batch["input_ids"],
+            batch["attention_mask"],
+            image_index=batch["image_index"],
+        )
         preds += [vocab.decode(i) for i in logits.argmax(-1).tolist()]
         answers += batch["answers"]
         types += batch["question_type"]
@@ -277,7 +309,10 @@ class StopRequest:
         if self.requested:  # a second Ctrl-C aborts at once
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstop requested: finishing this step and saving a checkpoint (Ctrl-C again to abort)", flush=True)
+        print(
+            "\nstop requested: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,13 +338,17 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer.save_pretrained(out / "tokenizer")
     if dist.is_main:
         vocab.save(out / "vocab.json")
-    say(f"data: {len(train_set)} train / {len(val_set)} val questions, {len(vocab)} answers ({time.perf_counter() - t0:.1f}s)")
+    say(
+        f"data: {len(train_set)} train / {len(val_set)} val questions, {len(vocab)} answers ({time.perf_counter() - t0:.1f}s)"
+    )
 
     seed_everything(args.seed)  # the model's init does not depend on how much randomness the data used
     model = build_model(args, tokenizer, len(vocab))
     tokenizer = model.text_encoder.tokenizer
     cfg = model.image_encoder.image_config
-    common = dict(image_size=cfg.size, mean=cfg.mean, std=cfg.std, max_length=args.max_length, group_images=True)
+    common = dict(
+        image_size=cfg.size, mean=cfg.mean, std=cfg.std, max_length=args.max_length, group_images=True
+    )
     collate = VQACollator(tokenizer, vocab, **common)
     train_collate = VQACollator(tokenizer, vocab, augment=args.augment, **common)
 
@@ -331,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     resumed = args.resume and (ckpt_dir / "trainer_state.json").exists()
     start_stage = 2 if resumed and state_step(ckpt_dir) >= stage1_steps and args.two_stage else 1
     configure_stage(model, args, start_stage)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, args))
     if resumed:
         state = load_checkpoint(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler)
@@ -355,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         batches = epoch_batches(groups, per_batch, args.seed, epoch, dist.rank, dist.world_size)
         first = step - epoch * steps_per_epoch
         t_epoch, losses = time.perf_counter(), []
-        bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist.is_main)
+        bar = tqdm(
+            range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist.is_main
+        )
         for b in bar:
             if step >= total_steps or stop.requested:
                 break
@@ -367,10 +410,17 @@ def main(argv: list[str] | None = None) -> int:
             batch = train_collate([train_set[i] for i in batches[b]])
             if batch is None:  # every image of the batch unreadable (counted and warned by the collator)
                 continue
-            logits = ddp(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"])
+            logits = ddp(
+                batch["pixel_values"],
+                batch["input_ids"],
+                batch["attention_mask"],
+                image_index=batch["image_index"],
+            )
             loss = compute_loss(logits, batch, args, class_weights)
             if not torch.isfinite(loss):
-                say(f"non-finite loss ({loss.item()}) at step {step}: stopping; the last good checkpoint in {ckpt_dir} is kept")
+                say(
+                    f"non-finite loss ({loss.item()}) at step {step}: stopping; the last good checkpoint in {ckpt_dir} is kept"
+                )
                 cleanup_distributed()
                 return 1
             optimizer.zero_grad(set_to_none=True)
@@ -422,7 +472,9 @@ def state_step(ckpt_dir: Path) -> int:
 
 def restage(model, args, total_steps: int, step: int, dist):
     """A new optimizer over the stage-2 trainable parameters, continuing the learning-rate schedule."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + step, total_steps, args))
     ddp = DistributedDataParallel(model) if dist.world_size > 1 else model
     return optimizer, scheduler, ddp
@@ -442,7 +494,15 @@ def report(model, val_set, collate, vocab, train_records, metrics, history, args
         guess = majority[qtype].most_common(1)[0][0] if majority[qtype] else ""
         idx = [i for i, t in enumerate(metrics["types"]) if t == qtype]
         base = vqa_accuracy([guess] * len(idx), [metrics["answers"][i] for i in idx]) if idx else 0.0
-        rows.append({"question_type": qtype, "questions": len(idx), "vqa_accuracy": acc, "majority_answer": guess, "majority_baseline": base})
+        rows.append(
+            {
+                "question_type": qtype,
+                "questions": len(idx),
+                "vqa_accuracy": acc,
+                "majority_answer": guess,
+                "majority_baseline": base,
+            }
+        )
     print("\n" + format_table(rows))
     counts = Counter(metrics["predictions"])
     n = len(metrics["predictions"])
@@ -461,7 +521,9 @@ def save_prediction_grid(model, dataset, collate, vocab, path: Path, n: int = 12
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     batch = collate(items)
     model.eval()
-    logits = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"])
+    logits = model(
+        batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"]
+    )
     preds = [vocab.decode(i) for i in logits.argmax(-1).tolist()]
     cols, text_h = 4, 68
     rows = math.ceil(len(items) / cols)

@@ -143,15 +143,17 @@ def test_convnet_position_table_and_other_sizes() -> None:
 
 
 def test_convnet_position_embedding_tells_left_from_right() -> None:
-    """A constant image has the same features in every interior cell; only the position table tells them apart."""
+    """Cells whose receptive field stays inside a constant image see the same pixels: only the position table
+    tells them apart (cells (3, 3) and (3, 4) of the 8 x 8 grid, 8 px apart)."""
     net = ConvNet(dim=32, depth=3).eval()
-    x = torch.zeros(1, 3, 64, 64)
+    x = torch.full((1, 3, 64, 64), 0.5)
     tokens = rearrange(net(x), "b (h w) d -> b h w d", h=8)  # (1, 8, 8, D)
-    assert not torch.allclose(tokens[0, 3, 2], tokens[0, 3, 5], atol=1e-3)
+    assert (tokens[0, 3, 3] - tokens[0, 3, 4]).abs().max() > 0.1
     with torch.no_grad():
         net.pos_embed.zero_()
     tokens = rearrange(net(x), "b (h w) d -> b h w d", h=8)
-    torch.testing.assert_close(tokens[0, 3, 2], tokens[0, 3, 5])
+    torch.testing.assert_close(tokens[0, 3, 3], tokens[0, 3, 4], rtol=1e-5, atol=1e-5)
+    assert (tokens[0, 3, 0] - tokens[0, 3, 3]).abs().max() > 1e-3  # border cells see the zero padding
 
 
 # ----------------------------------------------------------------------------- level 4: parity with HF / timm

@@ -13,10 +13,25 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "vqa_train.py"
-TINY = ["--num-scenes", "48", "--dim", "32", "--heads", "2", "--depth", "1", "--hidden", "32", "--batch-size", "40"]
+TINY = [
+    "--num-scenes",
+    "48",
+    "--dim",
+    "32",
+    "--heads",
+    "2",
+    "--depth",
+    "1",
+    "--hidden",
+    "32",
+    "--batch-size",
+    "40",
+]
 
 
-def run(args: list[str], *, launcher: list[str] | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], *, launcher: list[str] | None = None, timeout: int = 240
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [*(launcher or [sys.executable]), str(SCRIPT), *TINY, "--threads", "1", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -59,7 +74,9 @@ def test_resume_gives_the_same_final_weights(tmp_path: Path) -> None:
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "nan"
-    proc = run(["--epochs", "1", "--lr", "1e30", "--warmup", "0", "--save-every", "1", "--output-dir", str(out)])
+    proc = run(
+        ["--epochs", "1", "--lr", "1e30", "--warmup", "0", "--save-every", "1", "--output-dir", str(out)]
+    )
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "non-finite loss" in proc.stdout
     state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())

@@ -71,7 +71,9 @@ def test_fully_masked_row_is_zero_not_nan(fused: bool) -> None:
     mask = torch.tensor([[False, False, False], [True, True, False]])
     out = attn(x, mask=mask)
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out[0], attn.proj.bias.expand(3, 32))  # zero attention output -> only proj bias
+    torch.testing.assert_close(
+        out[0], attn.proj.bias.expand(3, 32)
+    )  # zero attention output -> only proj bias
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
 

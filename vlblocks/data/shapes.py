@@ -382,7 +382,9 @@ class ShapesVQA(Dataset):
 
     def records(self) -> list[dict]:
         """Every question item without its image (copies), in dataset order."""
-        return [dict(q, answers=list(q["answers"])) for q in (self.world._questions[i][j] for i, j in self._index)]
+        return [
+            dict(q, answers=list(q["answers"])) for q in (self.world._questions[i][j] for i, j in self._index)
+        ]
 
 
 class ShapesCaptions(Dataset):

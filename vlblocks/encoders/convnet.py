@@ -1,11 +1,11 @@
 """A native tiny convolutional image encoder that learns fast from scratch on small synthetic images.
 
-A 3x3 conv stem followed by `depth` stride-2 stages (conv3x3 + BatchNorm + GELU, plus a residual conv3x3
-block, in the spirit of ResNet, He et al. 2016, "Deep Residual Learning"), so a 64x64 image
-becomes an 8x8 grid of D-wide tokens with depth=3. A learned 2-D position embedding (initialised with the 2-D
-sin-cos table of MAE, He et al. 2022) is added to the tokens, so "left of" / "above" are knowable by any
-attention layer on top, and a final LayerNorm fixes their scale. It is the default image encoder of the
-offline recipes (ShapesWorld): cheap on CPU and quick to train.
+`depth` stride-2 stages, each a strided conv + BatchNorm + GELU followed by a residual conv3x3 block (ResNet,
+He et al. 2016, "Deep Residual Learning"); the first stage is the stem, a 5x5 stride-2 conv on the pixels, so no
+layer runs at full resolution. A 64x64 image becomes an 8x8 grid of D-wide tokens with depth=3. A learned 2-D
+position embedding (initialised with the 2-D sin-cos table of MAE, He et al. 2022) is added to the grid, so
+"left of" / "above" are knowable by any attention layer on top, and a final LayerNorm fixes the token scale.
+It is the default image encoder of the offline recipes (ShapesWorld): cheap on CPU and quick to train.
 
 Shapes: B batch, C channels, H x W image, h x w token grid (H / 2**depth), N = h * w tokens, D width.
 """
@@ -43,20 +43,22 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
 
 
 class _ConvNormAct(nn.Sequential):
-    """conv3x3 (bias-free) -> BatchNorm2d or GroupNorm(1) -> GELU. (B, Cin, H, W) -> (B, Cout, H/stride, W/stride)."""
+    """conv (bias-free, same padding) -> BatchNorm2d or GroupNorm(1) -> GELU. (B, Cin, H, W) -> (B, Cout, H/s, W/s)."""
 
-    def __init__(self, in_chans: int, out_chans: int, *, stride: int = 1, norm: str = "batch") -> None:
-        conv = nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1, bias=False)
+    def __init__(
+        self, in_chans: int, out_chans: int, *, kernel: int = 3, stride: int = 1, norm: str = "batch"
+    ) -> None:
+        conv = nn.Conv2d(in_chans, out_chans, kernel, stride=stride, padding=kernel // 2, bias=False)
         norm_layer = nn.BatchNorm2d(out_chans) if norm == "batch" else nn.GroupNorm(1, out_chans)
         super().__init__(conv, norm_layer, nn.GELU())
 
 
 class _Stage(nn.Module):
-    """A stride-2 downsampling conv block, then an optional residual conv block."""
+    """Stride-2 conv block + optional residual conv3x3 block: (B, Cin, H, W) -> (B, Cout, H/2, W/2)."""
 
-    def __init__(self, in_chans: int, out_chans: int, *, norm: str, residual: bool) -> None:
+    def __init__(self, in_chans: int, out_chans: int, *, kernel: int = 3, norm: str, residual: bool) -> None:
         super().__init__()
-        self.down = _ConvNormAct(in_chans, out_chans, stride=2, norm=norm)
+        self.down = _ConvNormAct(in_chans, out_chans, kernel=kernel, stride=2, norm=norm)
         self.res = _ConvNormAct(out_chans, out_chans, norm=norm) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +71,7 @@ class ConvNet(nn.Module):
 
     Args:
         dim: token width D (channels of the last stage).
-        depth: number of stride-2 stages; the token grid is H / 2**depth.
+        depth: number of stride-2 stages, the stem included; the token grid is H / 2**depth.
         in_chans: image channels C.
         image_size: the image side the position table is sized for; other sizes interpolate it.
         norm: "batch" (BatchNorm2d, fastest to train) or "group" (GroupNorm with one group, batch-independent).
@@ -104,13 +106,11 @@ class ConvNet(nn.Module):
         if image_size % 2**depth:
             raise ValueError(f"image_size must be divisible by 2**depth = {2**depth}, got {image_size!r}")
         self.dim, self.depth, self.in_chans = dim, depth, in_chans
-        widths = [max(dim // 2 ** (depth - 1 - i), 8) for i in range(depth)]
+        widths = [max(dim // 2 ** (depth - 1 - i), 8) for i in range(depth)]  # e.g. 16, 32, 64
         widths[-1] = dim
-        stem_width = max(widths[0] // 2, 8)
-        self.stem = _ConvNormAct(in_chans, stem_width, norm=norm)
-        chans = [stem_width, *widths]
+        self.stem = _Stage(in_chans, widths[0], kernel=5, norm=norm, residual=residual)
         self.stages = nn.ModuleList(
-            _Stage(chans[i], chans[i + 1], norm=norm, residual=residual) for i in range(depth)
+            _Stage(widths[i], widths[i + 1], norm=norm, residual=residual) for i in range(depth - 1)
         )
         grid = image_size // 2**depth
         self.pos_embed = nn.Parameter(sincos_2d(dim, grid, grid)[None])  # (1, D, h, w)
@@ -131,7 +131,7 @@ class ConvNet(nn.Module):
         """(B, C, H, W) images -> (B, N, D) tokens in row-major grid order."""
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"x must have shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
-        x = self.stem(x)
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))  # NHWC convs are faster on CPU
         for stage in self.stages:
             x = stage(x)
         x = x + self._pos_embed(*x.shape[-2:])

@@ -54,7 +54,9 @@ class KVCache:
     def max_len(self) -> int:
         return self.k.shape[2]
 
-    def update(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, H, n, Dh) at `positions` (n,) and return the whole buffers (B, H, L, Dh)."""
         self.k.index_copy_(2, positions, k.to(self.k.dtype))
         self.v.index_copy_(2, positions, v.to(self.v.dtype))
@@ -161,8 +163,12 @@ class Attention(nn.Module):
 
         cached = kv_cache is not None
         # pure causal self-attention keeps SDPA's is_causal fast path; any other mask becomes one boolean mask
-        only_causal = self.causal and not cached and mask is None and attn_mask is None and q.shape[2] == k.shape[2]
-        allowed = self._allowed(q, k, mask, attn_mask, cached, positions, causal=self.causal and not only_causal)
+        only_causal = (
+            self.causal and not cached and mask is None and attn_mask is None and q.shape[2] == k.shape[2]
+        )
+        allowed = self._allowed(
+            q, k, mask, attn_mask, cached, positions, causal=self.causal and not only_causal
+        )
         bias = None
         if allowed is not None:
             bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
@@ -243,7 +249,9 @@ class Attention(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
         if context is not None and (context.dim() != 3 or context.shape[-1] != self.dim_context):
-            raise ValueError(f"context must have shape (B, N, {self.dim_context}), got {tuple(context.shape)}")
+            raise ValueError(
+                f"context must have shape (B, N, {self.dim_context}), got {tuple(context.shape)}"
+            )
         if kv_cache is not None and positions is None:
             raise ValueError("positions (Nq,) is required when kv_cache is given")
 

@@ -7,7 +7,7 @@ Shapes: B batch, N tokens, D width (`dim`), F hidden width (`hidden_dim`).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
