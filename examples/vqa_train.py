@@ -83,13 +83,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--fusion", choices=["coattention", "concat"], default="coattention")
     g.add_argument("--dim", type=int, default=64, help="fusion width (and tiny encoder width)")
     g.add_argument("--heads", type=int, default=4)
-    g.add_argument("--depth", type=int, default=2, help="co-attention layers")
+    g.add_argument("--depth", type=int, default=1, help="co-attention layers")
     g.add_argument("--pool", choices=["concat", "add", "mean"], default="concat")
+    g.add_argument(
+        "--summary", choices=["cls", "max", "mean"], default="max", help="what stands for each stream"
+    )
     g.add_argument("--encoder-skip", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--mlp-ratio", type=float, default=4.0, help="co-attention FFN width / dim")
+    g.add_argument(
+        "--self-attn",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="LXMERT layer (cross, self, FFN) instead of ViLBERT's (co-attention, FFN)",
+    )
+    g.add_argument("--mlp-ratio", type=float, default=2.0, help="co-attention FFN width / dim")
     g.add_argument("--patch-size", type=int, default=8, help="tiny image encoders: pixels per token side")
+    g.add_argument("--image-dim", type=int, default=0, help="tiny image encoder width (0: --dim)")
     g.add_argument("--hidden", type=int, default=256, help="classifier hidden width")
-    g.add_argument("--dropout", type=float, default=0.1)
+    g.add_argument("--dropout", type=float, default=0.0)
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--freeze-encoders", action="store_true")
     g.add_argument("--lora-r", type=int, default=0, help="LoRA rank on the encoders (0: off)")
@@ -100,12 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--stage1-epochs", type=int, default=1)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=8)
+    g.add_argument("--epochs", type=int, default=7)
     g.add_argument(
         "--max-steps", type=int, default=0, help="stop after this many steps in total (0: epochs decide)"
     )
     g.add_argument("--batch-size", type=int, default=64, help="per process")
-    g.add_argument("--lr", type=float, default=2e-3)
+    g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--weight-decay", type=float, default=0.01)
     g.add_argument("--lr-decay", choices=["cosine", "linear", "none"], default="cosine")
     g.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps")
@@ -172,7 +182,10 @@ def image_groups(records: list[dict]) -> list[list[int]]:
 def build_model(args: argparse.Namespace, tokenizer, num_answers: int) -> VQAModel:
     if args.image_encoder.startswith("tiny-"):
         image_encoder = ImageEncoder.tiny(
-            args.image_encoder[5:], image_size=args.image_size, dim=args.dim, patch_size=args.patch_size
+            args.image_encoder[5:],
+            image_size=args.image_size,
+            dim=args.image_dim or args.dim,
+            patch_size=args.patch_size,
         )
     else:
         image_encoder = ImageEncoder.from_pretrained(args.image_encoder, image_size=args.image_size)
@@ -190,6 +203,8 @@ def build_model(args: argparse.Namespace, tokenizer, num_answers: int) -> VQAMod
             heads=args.heads,
             depth=args.depth,
             mlp_ratio=args.mlp_ratio,
+            self_attn=args.self_attn,
+            summary=args.summary,
             pool=args.pool,
             encoder_skip=args.encoder_skip,
             dropout=args.dropout,
@@ -201,21 +216,34 @@ def build_model(args: argparse.Namespace, tokenizer, num_answers: int) -> VQAMod
 
 
 def configure_stage(model: VQAModel, args: argparse.Namespace, stage: int) -> None:
-    """Stage 1 of --two-stage: encoders frozen. Otherwise: frozen, LoRA or full fine-tuning of the encoders."""
+    """What trains in this stage: the encoders fully, not at all (frozen, eval mode), or through LoRA.
+
+    Stage 1 of --two-stage freezes both encoders; stage 2 (or a single-stage run with --lora-r) adds LoRA to every
+    encoder that has modules matching --lora-targets and trains only those LoRA weights of the encoders.
+    """
     encoders = (model.image_encoder, model.text_encoder)
     lora_now = args.lora_r > 0 and (stage == 2 or not args.two_stage)
     if lora_now and not any("lora_A" in n for n, _ in model.named_parameters()):
         targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
+        wrapped = []
         for encoder in encoders:
-            names = apply_lora(
-                encoder, targets, r=args.lora_r, alpha=args.lora_alpha or 2 * args.lora_r, dry_run=True
-            )
-            if names:
-                apply_lora(encoder, targets, r=args.lora_r, alpha=args.lora_alpha or 2 * args.lora_r)
-    frozen = args.freeze_encoders or lora_now or (args.two_stage and stage == 1)
+            try:
+                wrapped += apply_lora(
+                    encoder, targets, r=args.lora_r, alpha=args.lora_alpha or 2 * args.lora_r
+                )
+            except ValueError:  # no module of this encoder matches (e.g. the tiny CNN has no "query")
+                continue
+        if not wrapped:
+            raise SystemExit(f"--lora-targets {args.lora_targets!r} matches no module of either encoder")
     for encoder in encoders:
-        for name, p in encoder.named_parameters():
-            p.requires_grad_(not frozen or "lora_" in name)
+        if lora_now:
+            encoder.unfreeze()
+            for name, p in encoder.named_parameters():
+                p.requires_grad_("lora_" in name)
+        elif args.freeze_encoders or (args.two_stage and stage == 1):
+            encoder.freeze()
+        else:
+            encoder.unfreeze()
 
 
 # ----------------------------------------------------------------------------- training
@@ -250,6 +278,13 @@ def epoch_batches(
     return batches[rank:usable:world]
 
 
+def forward(model, batch: dict) -> torch.Tensor:
+    """Answer logits (B, K) of a collated batch (each distinct image encoded once)."""
+    return model(
+        batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"]
+    )
+
+
 def compute_loss(logits, batch, args, class_weights) -> torch.Tensor:
     if args.loss == "soft-bce":  # VQA soft scores as targets (Teney et al. 2018), summed over answers
         return F.binary_cross_entropy_with_logits(logits, batch["scores"], reduction="mean") * logits.shape[1]
@@ -270,13 +305,7 @@ def evaluate(model, dataset, collate, vocab, args, dist) -> dict:
         batch = collate([dataset[i] for i in indices])
         if batch is None:
             continue
-        logits = model(
-            batch["pixel_values"],
-            batch["input_ids"],
-            batch["attention_mask"],
-            image_index=batch["image_index"],
-        )
-        preds += [vocab.decode(i) for i in logits.argmax(-1).tolist()]
+        preds += [vocab.decode(i) for i in forward(model, batch).argmax(-1).tolist()]
         answers += batch["answers"]
         types += batch["question_type"]
         labels += batch["labels"].tolist()
@@ -410,12 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             batch = train_collate([train_set[i] for i in batches[b]])
             if batch is None:  # every image of the batch unreadable (counted and warned by the collator)
                 continue
-            logits = ddp(
-                batch["pixel_values"],
-                batch["input_ids"],
-                batch["attention_mask"],
-                image_index=batch["image_index"],
-            )
+            logits = forward(ddp, batch)
             loss = compute_loss(logits, batch, args, class_weights)
             if not torch.isfinite(loss):
                 say(
@@ -521,10 +545,7 @@ def save_prediction_grid(model, dataset, collate, vocab, path: Path, n: int = 12
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     batch = collate(items)
     model.eval()
-    logits = model(
-        batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"]
-    )
-    preds = [vocab.decode(i) for i in logits.argmax(-1).tolist()]
+    preds = [vocab.decode(i) for i in forward(model, batch).argmax(-1).tolist()]
     cols, text_h = 4, 68
     rows = math.ceil(len(items) / cols)
     grid = Image.new("RGB", (cols * cell, rows * (cell + text_h)), "white")

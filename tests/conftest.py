@@ -17,6 +17,15 @@ import torch  # noqa: E402
 REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny tensors run fastest on one thread; two OpenMP threads on a busy 2-core machine spin for seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -137,3 +137,15 @@ def test_errors(setup, kwargs: dict, error: type, match: str) -> None:
     args = {"image_size": 32, "mean": MEAN, "std": STD, **kwargs}
     with pytest.raises(error, match=match):
         VQACollator(tokenizer, args.pop("vocab", vocab), **args)
+
+
+def test_group_images_stacks_each_image_once(setup) -> None:
+    _, vqa, _, _ = setup
+    items = [vqa[k] for k in range(12)]  # 5 questions per scene: scenes 0, 1 and part of 2
+    plain = make(setup)(items)
+    grouped = make(setup, group_images=True)(items)
+    ids = [item["image_id"] for item in items]
+    assert grouped["pixel_values"].shape[0] == len(set(ids)) < len(items)
+    torch.testing.assert_close(grouped["pixel_values"][grouped["image_index"]], plain["pixel_values"])
+    for key in ("input_ids", "labels", "scores"):
+        assert torch.equal(grouped[key], plain[key])

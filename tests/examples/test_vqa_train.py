@@ -98,3 +98,27 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
 def test_bad_flags_exit_with_a_message(bad: list[str], tmp_path: Path) -> None:
     proc = run([*bad, "--output-dir", str(tmp_path)])
     assert proc.returncode == 2 and ("--train-fraction" in proc.stderr or "--data-root" in proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expect"),
+    [
+        (
+            ["--fusion", "concat", "--loss", "soft-bce", "--class-weights", "--augment", "--max-steps", "3"],
+            None,
+        ),
+        (["--image-encoder", "tiny-vit", "--text-encoder", "tiny-roberta", "--freeze-encoders"], None),
+        (["--summary", "cls", "--self-attn", "--pool", "add", "--no-encoder-skip", "--max-steps", "3"], None),
+        (["--two-stage", "--lora-r", "4", "--lora-targets", "query,value", "--epochs", "2"], "stage 2"),
+    ],
+)
+def test_report_experiment_flags_run(flags: list[str], expect: str | None, tmp_path: Path) -> None:
+    out = tmp_path / "flags"
+    proc = ok(run(["--epochs", "1", *flags, "--output-dir", str(out)]))
+    if expect:
+        assert expect in proc.stdout
+    tensors = load_file(out / "checkpoint" / "model.safetensors")
+    if "--lora-r" in flags:
+        assert any("lora_A" in k for k in tensors), "LoRA weights missing from the checkpoint"
+    if "--freeze-encoders" in flags:
+        assert "trainable" in proc.stdout and "(100.0%)" not in proc.stdout

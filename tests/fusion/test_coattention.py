@@ -13,15 +13,6 @@ from vlblocks.layers import Attention
 B, NI, NT = 2, 5, 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops run fastest on one thread; two OpenMP threads on a shared 2-core machine spin for seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _inputs(di: int = 48, dt: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     image = torch.randn(B, NI, di)
     text = torch.randn(B, NT, dt)
@@ -268,3 +259,24 @@ def test_forward_errors() -> None:
     layer = CoAttentionLayer(32, heads=2)
     with pytest.raises(ValueError, match=r"image_tokens must have shape \(B, Ni, 32\)"):
         layer(torch.randn(B, NI, 40), torch.randn(B, NT, 32))
+
+
+@pytest.mark.parametrize("summary", ["max", "mean"])
+def test_token_summaries_are_masked_max_and_mean(summary: str) -> None:
+    image, text, text_mask = _inputs()
+    fusion = CoAttentionFusion(48, 32, dim=32, heads=2, summary=summary, encoder_skip=False).eval()
+    _perturb(fusion)
+    out = fusion(image, text, text_mask=text_mask)
+    real = out.text_tokens[1, text_mask[1]]  # (Nt_real, D) of the padded question
+    expect_text = real.amax(0) if summary == "max" else real.mean(0)
+    expect_image = out.image_tokens[1].amax(0) if summary == "max" else out.image_tokens[1].mean(0)
+    torch.testing.assert_close(out.pooled[1], torch.cat([expect_image, expect_text]))
+    # padded text tokens still change nothing
+    text2 = text.clone()
+    text2[1, 4:] = 50.0
+    torch.testing.assert_close(fusion(image, text2, text_mask=text_mask).pooled, out.pooled)
+
+
+def test_summary_must_be_known() -> None:
+    with pytest.raises(ValueError, match="summary must be one of"):
+        CoAttentionFusion(48, 32, summary="attention")

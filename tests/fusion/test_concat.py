@@ -9,15 +9,6 @@ import torch.nn.functional as F
 from vlblocks.fusion import ConcatFusion, FusionOutput
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops run fastest on one thread; two OpenMP threads on a shared 2-core machine spin for seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     text_mask = torch.ones(3, 6, dtype=torch.bool)
     text_mask[0, 2:] = False

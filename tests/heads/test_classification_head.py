@@ -9,15 +9,6 @@ import torch.nn.functional as F
 from vlblocks.heads import MLPHead
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops run fastest on one thread; two OpenMP threads on a shared 2-core machine spin for seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("hidden", [None, 0, 48])
 @pytest.mark.parametrize("norm", [True, False])
 def test_shapes_and_gradients(hidden: int | None, norm: bool) -> None:

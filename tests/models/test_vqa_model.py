@@ -14,15 +14,6 @@ from vlblocks.models import VQAModel
 B, T, VOCAB, C = 4, 6, 50, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops run fastest on one thread; two OpenMP threads on a shared 2-core machine spin for seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class ImageStub(nn.Module):
     """8x8 patches -> (B, 1 + 16, 48) tokens; first a summary token: learned [CLS] + mean of the patches."""
 
@@ -147,3 +138,18 @@ def test_errors() -> None:
         ValueError, match=r"attention_mask must have the shape of input_ids \(4, 6\), got \(4, 5\)"
     ):
         model(pixels, ids, mask[:, :5])
+
+
+def test_image_index_encodes_each_image_once_and_matches_repeated_images() -> None:
+    model = _model().eval()
+    pixels, ids, mask = _batch()
+    distinct = pixels[:2]  # two images, four questions: 0, 1, 1, 0
+    index = torch.tensor([0, 1, 1, 0])
+    calls = []
+    model.image_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    grouped = model(distinct, ids, mask, image_index=index)
+    repeated = model(distinct[index], ids, mask)
+    torch.testing.assert_close(grouped, repeated)
+    assert calls == [2, 4]
+    with pytest.raises(ValueError, match=r"image_index must have shape \(4,\)"):
+        model(distinct, ids, mask, image_index=torch.tensor([0, 1]))

@@ -24,6 +24,7 @@ from vlblocks.layers import Attention, Mlp
 __all__ = ["CoAttentionFusion", "CoAttentionLayer", "FusionOutput"]
 
 _POOLS = ("concat", "add", "mean")
+_SUMMARIES = ("cls", "max", "mean")
 
 
 class CoAttentionLayer(nn.Module):
@@ -140,6 +141,10 @@ class CoAttentionFusion(nn.Module):
         depth: number of layers.
         pool: "concat" -> (B, 2D), "add" -> (B, D) sum, "mean" -> (B, D) average of the two [CLS] tokens.
         encoder_skip: add the encoders' (projected) [CLS] to the fused [CLS] before pooling.
+        summary: what stands for each stream before pooling: "cls" its [CLS] token (ViLBERT / LXMERT), "max" or
+            "mean" over its real tokens (masked). "max" gives every question-conditioned image token a direct path
+            to the answer ("is there a blue triangle" is a max over locations), which trains much faster from
+            scratch than routing everything through the [CLS] tokens' attention.
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class CoAttentionFusion(nn.Module):
         encoder_skip: bool = True,
         shared_cross: bool = False,
         self_attn: bool = False,
+        summary: str = "cls",
     ) -> None:
         super().__init__()
         _check_positive_int("dim_image", dim_image)
@@ -166,8 +172,10 @@ class CoAttentionFusion(nn.Module):
         _check_positive_int("depth", depth)
         if pool not in _POOLS:
             raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
+        if summary not in _SUMMARIES:
+            raise ValueError(f"summary must be one of {_SUMMARIES}, got {summary!r}")
         self.dim_image, self.dim_text, self.dim = dim_image, dim_text, dim
-        self.pool, self.encoder_skip = pool, encoder_skip
+        self.pool, self.encoder_skip, self.summary = pool, encoder_skip, summary
         self.image_proj = nn.Linear(dim_image, dim) if dim_image != dim else nn.Identity()
         self.text_proj = nn.Linear(dim_text, dim) if dim_text != dim else nn.Identity()
         self.layers = nn.ModuleList(
@@ -215,7 +223,8 @@ class CoAttentionFusion(nn.Module):
         for layer in self.layers:
             image, text = layer(image, text, image_mask=image_mask, text_mask=text_mask)
         image, text = self.image_norm(image), self.text_norm(text)
-        image_cls, text_cls = image[:, 0], text[:, 0]  # (B, D)
+        image_cls = _summarise(image, image_mask, self.summary)  # (B, D)
+        text_cls = _summarise(text, text_mask, self.summary)  # (B, D)
         if self.encoder_skip:
             image_cls, text_cls = image_cls + image_in, text_cls + text_in
         return FusionOutput(self._pool(image_cls, text_cls), image, text)
@@ -231,8 +240,20 @@ class CoAttentionFusion(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"dim_image={self.dim_image}, dim_text={self.dim_text}, dim={self.dim}, "
-            f"pool={self.pool!r}, encoder_skip={self.encoder_skip}"
+            f"pool={self.pool!r}, summary={self.summary!r}, encoder_skip={self.encoder_skip}"
         )
+
+
+def _summarise(tokens: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
+    """(B, N, D) tokens -> (B, D): the [CLS] token, or the max / mean over real tokens (mask (B, N) True)."""
+    if how == "cls":
+        return tokens[:, 0]
+    if mask is None:
+        return tokens.amax(dim=1) if how == "max" else tokens.mean(dim=1)
+    keep = mask[..., None]  # (B, N, 1)
+    if how == "max":
+        return tokens.masked_fill(~keep, torch.finfo(tokens.dtype).min).amax(dim=1)
+    return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
 
 
 def _check_positive_int(name: str, value: object) -> None:
