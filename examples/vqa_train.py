@@ -296,7 +296,9 @@ def evaluate(model, dataset, collate, vocab, args, dist) -> dict:
     """VQA accuracy (overall, per type), label accuracy and P/R/F1 on this rank's shard, gathered across ranks."""
     model.eval()
     groups = image_groups(dataset.records())[dist.rank :: dist.world_size]
-    per_batch = max(1, args.batch_size * len(groups) // max(1, sum(map(len, groups))))
+    per_batch = max(
+        1, 4 * args.batch_size * len(groups) // max(1, sum(map(len, groups)))
+    )  # no grad: 4x batch
     batches = [sum(groups[s : s + per_batch], []) for s in range(0, len(groups), per_batch)]
     if args.eval_batches:
         batches = batches[: args.eval_batches]
@@ -399,10 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     resumed = args.resume and (ckpt_dir / "trainer_state.json").exists()
     start_stage = 2 if resumed and state_step(ckpt_dir) >= stage1_steps and args.two_stage else 1
     configure_stage(model, args, start_stage)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, args))
+    optimizer, scheduler = make_optimizer(model, args, total_steps)
     if resumed:
         state = load_checkpoint(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler)
         say(f"resumed from {ckpt_dir} at step {state['step']}")
@@ -494,12 +493,19 @@ def state_step(ckpt_dir: Path) -> int:
     return int(json.loads((ckpt_dir / "trainer_state.json").read_text()).get("state", {}).get("step", 0))
 
 
+def make_optimizer(model, args, total_steps: int, offset: int = 0):
+    """AdamW (fused kernel: one pass over all parameters) on the trainable parameters, and the schedule from `offset`."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s + offset, total_steps, args)
+    )
+    return optimizer, scheduler
+
+
 def restage(model, args, total_steps: int, step: int, dist):
     """A new optimizer over the stage-2 trainable parameters, continuing the learning-rate schedule."""
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + step, total_steps, args))
+    optimizer, scheduler = make_optimizer(model, args, total_steps, offset=step)
     ddp = DistributedDataParallel(model) if dist.world_size > 1 else model
     return optimizer, scheduler, ddp
 
