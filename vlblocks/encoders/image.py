@@ -25,8 +25,7 @@ from einops import rearrange
 from torch import nn
 
 from vlblocks.encoders.convnet import ConvNet
-from vlblocks.encoders.output import EncoderOutput
-from vlblocks.encoders.text import (
+from vlblocks.encoders.loading import (
     accepts,
     check_positive_int,
     freeze_parameters,
@@ -36,6 +35,7 @@ from vlblocks.encoders.text import (
     resolve_local,
     set_trainable,
 )
+from vlblocks.encoders.output import EncoderOutput
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ImageConfig", "ImageEncoder"]
 
