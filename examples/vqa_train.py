@@ -80,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--text-encoder", default="tiny-bert", help="tiny-bert | tiny-roberta | an HF name or path"
     )
+    g.add_argument("--text-depth", type=int, default=1, help="tiny text encoder layers")
     g.add_argument("--fusion", choices=["coattention", "concat"], default="coattention")
     g.add_argument("--dim", type=int, default=64, help="fusion width (and tiny encoder width)")
     g.add_argument("--heads", type=int, default=4)
@@ -110,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--stage1-epochs", type=int, default=1)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=7)
+    g.add_argument("--epochs", type=int, default=8)
     g.add_argument(
         "--max-steps", type=int, default=0, help="stop after this many steps in total (0: epochs decide)"
     )
@@ -191,7 +192,11 @@ def build_model(args: argparse.Namespace, tokenizer, num_answers: int) -> VQAMod
         image_encoder = ImageEncoder.from_pretrained(args.image_encoder, image_size=args.image_size)
     if args.text_encoder.startswith("tiny-"):
         text_encoder = TextEncoder.tiny(
-            args.text_encoder[5:], tokenizer=tokenizer, dim=args.dim, max_positions=max(args.max_length, 32)
+            args.text_encoder[5:],
+            tokenizer=tokenizer,
+            dim=args.dim,
+            depth=args.text_depth,
+            max_positions=max(args.max_length, 32),
         )
     else:
         text_encoder = TextEncoder.from_pretrained(args.text_encoder)
