@@ -25,6 +25,7 @@ tokenizer/ (word tokenizer of the tiny text encoder) and predictions.png.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import signal
@@ -266,6 +267,11 @@ def lr_factor(step: int, total: int, args: argparse.Namespace) -> float:
     return 1.0
 
 
+def chunk_groups(groups: list[list[int]], per_batch: int) -> list[list[int]]:
+    """Consecutive runs of `per_batch` groups, each flattened into one batch of question indices."""
+    return [list(itertools.chain(*groups[s : s + per_batch])) for s in range(0, len(groups), per_batch)]
+
+
 def epoch_batches(
     groups: list[list[int]], per_batch: int, seed: int, epoch: int, rank: int, world: int
 ) -> list[list[int]]:
@@ -276,9 +282,7 @@ def epoch_batches(
     """
     g = torch.Generator().manual_seed(seed * 1000 + epoch)
     order = torch.randperm(len(groups), generator=g).tolist()
-    batches = [
-        sum((groups[i] for i in order[s : s + per_batch]), []) for s in range(0, len(order), per_batch)
-    ]
+    batches = chunk_groups([groups[i] for i in order], per_batch)
     usable = len(batches) - len(batches) % world  # equal shards keep DDP ranks in step
     return batches[rank:usable:world]
 
@@ -304,7 +308,7 @@ def evaluate(model, dataset, collate, vocab, args, dist) -> dict:
     per_batch = max(
         1, 4 * args.batch_size * len(groups) // max(1, sum(map(len, groups)))
     )  # no grad: 4x batch
-    batches = [sum(groups[s : s + per_batch], []) for s in range(0, len(groups), per_batch)]
+    batches = chunk_groups(groups, per_batch)
     if args.eval_batches:
         batches = batches[: args.eval_batches]
     preds, answers, types, labels = [], [], [], []
@@ -416,9 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     say(f"model: {total:,} parameters, {trainable:,} trainable ({percent:.1f}%)")
     ddp = DistributedDataParallel(model) if dist.world_size > 1 else model
 
+    saved_step = -1
+
     def checkpoint() -> None:
-        if dist.is_main:
+        """Save (rank 0) unless this step is saved already: the end of an epoch is often the end of the run."""
+        nonlocal saved_step
+        if dist.is_main and state["step"] != saved_step:
             save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
+        saved_step = state["step"]
 
     stop = StopRequest()
     step, run_steps, history = state["step"], 0, []
