@@ -1,11 +1,13 @@
-"""Training utilities: seeding, atomic safetensors checkpoints and resume, torchrun / DDP helpers, metric logging.
+"""Training helpers: schedules, optimizer groups, run flags and folders, collective stop / NaN / empty-batch
+decisions, reseeding, sharded batch order, atomic safetensors checkpoints and resume, torchrun / DDP, logging and the
+prediction grid. Plain functions and small context managers: the training loop itself stays in each recipe.
 
 Imported as a namespace: ``from vlblocks import training; info = training.setup_distributed()``.
 """
 
 from __future__ import annotations
 
-from vlblocks.training.checkpoint import load_checkpoint, save_checkpoint
+from vlblocks.training.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from vlblocks.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -17,25 +19,77 @@ from vlblocks.training.distributed import (
     is_main_process,
     print0,
     setup_distributed,
+    wrap_ddp,
 )
+from vlblocks.training.grid import image_grid, to_pil
 from vlblocks.training.logging import MetricLogger, format_table, read_jsonl
+from vlblocks.training.loop import (
+    StepDecision,
+    StopRequest,
+    agree,
+    chunk_groups,
+    reseed,
+    resume_position,
+    shard_batches,
+    stop_on_signal,
+)
+from vlblocks.training.optim import build_optimizer, param_groups, supports_fused_adamw
+from vlblocks.training.run import (
+    RunFolderError,
+    add_run_args,
+    is_run_dir,
+    load_run_config,
+    make_parser,
+    prepare_run_dir,
+    progress,
+    save_run_config,
+    say,
+)
+from vlblocks.training.schedule import build_scheduler, lr_factor, warmup_steps_for
 from vlblocks.training.seed import seed_everything
 
 __all__ = [
     "DistInfo",
     "MetricLogger",
+    "RunFolderError",
+    "StepDecision",
+    "StopRequest",
+    "add_run_args",
+    "agree",
     "all_reduce_mean",
     "barrier",
+    "build_optimizer",
+    "build_scheduler",
+    "chunk_groups",
     "cleanup_distributed",
     "format_table",
     "gather_lists",
     "get_rank",
     "get_world_size",
+    "image_grid",
     "is_main_process",
+    "is_run_dir",
     "load_checkpoint",
+    "load_run_config",
+    "lr_factor",
+    "make_parser",
+    "param_groups",
+    "prepare_run_dir",
     "print0",
+    "progress",
+    "read_checkpoint_state",
     "read_jsonl",
+    "reseed",
+    "resume_position",
     "save_checkpoint",
+    "save_run_config",
+    "say",
     "seed_everything",
     "setup_distributed",
+    "shard_batches",
+    "stop_on_signal",
+    "supports_fused_adamw",
+    "to_pil",
+    "warmup_steps_for",
+    "wrap_ddp",
 ]

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-__all__ = ["CHECKPOINT_FILES", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILES", "load_checkpoint", "read_checkpoint_state", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -335,4 +335,14 @@ def load_checkpoint(
         scheduler.load_state_dict(_decode(meta["scheduler"], extra))
     if restore_rng:
         _set_rng_state(meta["rng"], load_file(str(folder / RNG_FILE)))
+    return _decode(meta.get("state", {}), extra)
+
+
+def read_checkpoint_state(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``state`` dict of a checkpoint (step, epoch, ...) without loading its model or optimizer tensors."""
+    folder = Path(folder)
+    if not folder.exists() and _backup_of(folder) is not None:
+        folder = _backup_of(folder)
+    meta = _read_meta(folder)
+    extra = load_file(str(folder / EXTRA_FILE)) if EXTRA_FILE in meta["files"] else {}
     return _decode(meta.get("state", {}), extra)

@@ -31,6 +31,7 @@ __all__ = [
     "is_main_process",
     "print0",
     "setup_distributed",
+    "wrap_ddp",
 ]
 
 
@@ -199,3 +200,17 @@ def gather_lists(items: list[Any]) -> list[Any]:
     for chunk, n in zip(chunks, sizes):
         out.extend(json.loads(chunk[: int(n.item())].cpu().numpy().tobytes().decode("utf-8")))
     return out
+
+
+def wrap_ddp(model: torch.nn.Module, info: DistInfo, **kwargs: Any) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` on a multi-process run (on ``info.device``), the model itself otherwise.
+
+    Keep a reference to the plain `model` for saving and evaluation; use the returned module for the training
+    forward. Call again after changing which parameters train (DDP registers its gradient hooks once).
+    """
+    if info.world_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, **kwargs)
