@@ -2,77 +2,73 @@
 
 The recipe of the course report, runnable offline: by default it generates ShapesWorld, builds a tiny CNN image
 encoder and a tiny BERT text encoder from scratch, fuses them with co-attention and trains an answer classifier over
-the top answers, in a few minutes on 2 CPU cores. Every experiment of the report is a flag.
+the top answers, in about two minutes on 2 CPU cores. Every experiment of the report is a flag.
 
 Commands:
     python examples/vqa_train.py                                # ShapesWorld, tiny encoders, co-attention
-    python examples/vqa_train.py --fusion concat                # the report's light fusion
-    python examples/vqa_train.py --heads 8 --depth 2 --pool add --no-encoder-skip
+    python examples/vqa_train.py --ask scene.png "what color is the circle?"   # top-5 answers of the trained run
+    python examples/vqa_train.py --eval-only                    # re-evaluate runs/vqa, rewrite its report
+    python examples/vqa_train.py --resume                       # continue runs/vqa from its last checkpoint
+    python examples/vqa_train.py --fusion concat --output-dir runs/vqa-concat   # the report's light fusion
+    python examples/vqa_train.py --heads 8 --depth 2 --pool add --no-encoder-skip --output-dir runs/vqa-deep
     python examples/vqa_train.py --data vqav2 --data-root ~/data/vqa --train-fraction 0.25 \\
         --image-encoder facebook/dinov2-small --text-encoder FacebookAI/roberta-base \\
         --freeze-encoders --image-size 224 --epochs 5 --batch-size 64 --lr 1e-4
     python examples/vqa_train.py --data vqav2 ... --two-stage --lora-r 8 --lora-targets query,value
-    torchrun --nproc_per_node=2 examples/vqa_train.py           # DDP (gloo on CPU, nccl on GPU)
-    python examples/vqa_train.py --resume                       # continue runs/vqa from its last checkpoint
+    torchrun --nproc_per_node=2 examples/vqa_train.py --output-dir runs/vqa-ddp   # DDP (gloo on CPU, nccl on GPU)
 
 VQA v2 layout under --data-root: v2_OpenEnded_mscoco_{train,val}2014_questions.json,
-v2_mscoco_{train,val}2014_annotations.json and the COCO image folders train2014/ and val2014/.
-
-Writes --output-dir (runs/vqa): metrics.jsonl, checkpoint/ (safetensors + JSON, atomic), vocab.json,
-tokenizer/ (word tokenizer of the tiny text encoder) and predictions.png.
+v2_mscoco_{train,val}2014_annotations.json and the image folders train2014/ and val2014/ (ShapesWorld.export()
+writes the same layout). Writes --output-dir (runs/vqa): run_config.json, metrics.jsonl, checkpoint/ (safetensors +
+JSON, atomic), vocab.json, tokenizer/, summary.json and predictions.png. A folder that holds a run is never
+overwritten: pass --resume or --overwrite.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import math
-import signal
 import sys
-import textwrap
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
+from vlblocks import training as T
 from vlblocks.data import AnswerVocab, ShapesWorld, VQACollator, VQAv2Dataset, build_word_tokenizer
-from vlblocks.encoders import ImageEncoder, TextEncoder
-from vlblocks.fusion import CoAttentionFusion, ConcatFusion
-from vlblocks.heads import MLPHead
 from vlblocks.metrics import classification_report, vqa_accuracy, vqa_accuracy_by_type
-from vlblocks.models import VQAModel
-from vlblocks.peft import apply_lora, count_parameters
-from vlblocks.training import (
-    MetricLogger,
-    cleanup_distributed,
-    format_table,
-    gather_lists,
-    load_checkpoint,
-    save_checkpoint,
-    seed_everything,
-    setup_distributed,
+from vlblocks.models import VQAPreset, apply_vqa_lora, build_vqa_model, load_run
+from vlblocks.peft import count_parameters
+
+CONTROL = (
+    "output_dir",
+    "resume",
+    "overwrite",
+    "eval_only",
+    "ask",
+    "stop_after",
+    "threads",
+    "device",
+    "save_every",
 )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def parse_args(argv: list[str] | None = None):
+    p = T.make_parser(__doc__)
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=["shapes", "vqav2"], default="shapes")
     g.add_argument("--data-root", type=Path, default=None, help="VQA v2 folder (with --data vqav2)")
     g.add_argument(
-        "--train-fraction", type=float, default=1.0, help="image-level random fraction of the train split"
+        "--train-fraction", type=float, default=1.0, help="image-level fraction of the train split"
     )
-    g.add_argument("--num-scenes", type=int, default=4000, help="ShapesWorld train scenes (val gets a tenth)")
-    g.add_argument("--image-size", type=int, default=64)
-    g.add_argument("--top-answers", type=int, default=1000, help="answer vocabulary size (top-K answers)")
-    g.add_argument("--max-length", type=int, default=24, help="question tokens")
+    g.add_argument(
+        "--num-scenes", type=T.positive_int, default=3000, help="ShapesWorld train scenes (val: 1/10)"
+    )
+    g.add_argument("--image-size", type=T.positive_int, default=64)
+    g.add_argument("--top-answers", type=T.positive_int, default=1000, help="answer vocabulary size")
+    g.add_argument("--max-length", type=T.positive_int, default=24, help="question tokens")
     g.add_argument("--augment", action="store_true", help="colour jitter on train images")
     g = p.add_argument_group("model")
     g.add_argument(
@@ -81,58 +77,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--text-encoder", default="tiny-bert", help="tiny-bert | tiny-roberta | an HF name or path"
     )
-    g.add_argument("--text-depth", type=int, default=1, help="tiny text encoder layers")
+    g.add_argument("--text-depth", type=T.positive_int, default=1, help="tiny text encoder layers")
     g.add_argument("--fusion", choices=["coattention", "concat"], default="coattention")
-    g.add_argument("--dim", type=int, default=64, help="fusion width (and tiny encoder width)")
-    g.add_argument("--heads", type=int, default=4)
-    g.add_argument("--depth", type=int, default=1, help="co-attention layers")
+    g.add_argument("--dim", type=T.positive_int, default=64, help="fusion width (and tiny encoder width)")
+    g.add_argument("--heads", type=T.positive_int, default=4)
+    g.add_argument("--depth", type=T.positive_int, default=1, help="co-attention layers")
     g.add_argument("--pool", choices=["concat", "add", "mean"], default="concat")
     g.add_argument(
-        "--summary", choices=["cls", "max", "mean"], default="max", help="what stands for each stream"
+        "--summary", choices=["cls", "max", "mean"], default="max", help="what stands for a stream"
     )
     g.add_argument("--encoder-skip", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument(
         "--self-attn",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="LXMERT layer (cross, self, FFN) instead of ViLBERT's (co-attention, FFN)",
+        help="LXMERT layer instead of ViLBERT's",
     )
-    g.add_argument("--mlp-ratio", type=float, default=2.0, help="co-attention FFN width / dim")
-    g.add_argument("--patch-size", type=int, default=8, help="tiny image encoders: pixels per token side")
-    g.add_argument("--image-dim", type=int, default=0, help="tiny image encoder width (0: --dim)")
-    g.add_argument("--hidden", type=int, default=256, help="classifier hidden width")
-    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--mlp-ratio", type=T.positive_float, default=2.0, help="co-attention FFN width / dim")
+    g.add_argument(
+        "--patch-size", type=T.positive_int, default=8, help="tiny image encoders: pixels per token"
+    )
+    g.add_argument("--image-dim", type=T.nonneg_int, default=0, help="tiny image encoder width (0: --dim)")
+    g.add_argument("--hidden-dim", type=T.positive_int, default=256, help="classifier hidden width")
+    g.add_argument("--dropout", type=T.fraction, default=0.0)
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--freeze-encoders", action="store_true")
-    g.add_argument("--lora-r", type=int, default=0, help="LoRA rank on the encoders (0: off)")
-    g.add_argument("--lora-alpha", type=float, default=None, help="default 2 * r")
+    g.add_argument("--lora-r", type=T.nonneg_int, default=0, help="LoRA rank on the encoders (0: off)")
+    g.add_argument("--lora-alpha", type=T.positive_float, default=None, help="default 2 * r")
     g.add_argument("--lora-targets", default="query,value", help="comma-separated module names / regexes")
-    g.add_argument(
-        "--two-stage", action="store_true", help="train fusion + head on frozen encoders first, then LoRA"
-    )
-    g.add_argument("--stage1-epochs", type=int, default=1)
+    g.add_argument("--two-stage", action="store_true", help="fusion + head on frozen encoders, then LoRA")
+    g.add_argument("--stage1-epochs", type=T.positive_int, default=1)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=8)
-    g.add_argument(
-        "--max-steps", type=int, default=0, help="stop after this many steps in total (0: epochs decide)"
-    )
-    g.add_argument("--batch-size", type=int, default=64, help="per process")
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float, default=0.01)
     g.add_argument("--lr-decay", choices=["cosine", "linear", "none"], default="cosine")
-    g.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps")
     g.add_argument("--loss", choices=["ce", "soft-bce"], default="ce")
     g.add_argument("--class-weights", action="store_true", help="inverse-frequency answer weights (ce)")
-    g.add_argument("--seed", type=int, default=0)
-    g = p.add_argument_group("run")
-    g.add_argument("--output-dir", type=Path, default=Path("runs/vqa"))
-    g.add_argument("--resume", action="store_true", help="continue from output-dir/checkpoint")
-    g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch)")
-    g.add_argument(
-        "--stop-after", type=int, default=0, help="checkpoint and stop after N steps of this invocation"
+    g.add_argument("--eval-batches", type=T.nonneg_int, default=0, help="limit validation batches (0: all)")
+    T.add_run_args(p, task="vqa", epochs=6, batch_size=64, lr=2e-3)
+    p.add_argument(
+        "--ask", nargs=2, metavar=("IMAGE", "QUESTION"), help="answer a question with the trained run"
     )
-    g.add_argument("--eval-batches", type=int, default=0, help="limit validation batches (0: all)")
-    g.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     args = p.parse_args(argv)
     if args.data == "vqav2" and args.data_root is None:
         p.error("--data vqav2 needs --data-root")
@@ -140,108 +123,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
     if args.two_stage and not (args.lora_r or not args.freeze_encoders):
         p.error("--two-stage trains LoRA (--lora-r) or the unfrozen encoders in stage 2")
+    if args.resume or args.eval_only or args.ask:  # a run folder describes itself: its own flags win
+        args = T.restore_run_args(args, keep=CONTROL, error=p.error)
     return args
 
 
-# ----------------------------------------------------------------------------- data
+# ----------------------------------------------------------------------------- data and model
 
 
-def build_datasets(args: argparse.Namespace) -> tuple:
-    """Train and validation question datasets (items: image, question, answers, question_type, ...)."""
+def build_data(args, out: Path, dist):
+    """Train / val question datasets, the answer vocabulary and (tiny text encoders) the word tokenizer."""
     if args.data == "shapes":
-        train = ShapesWorld("train", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed)
+        train = ShapesWorld(
+            "train", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed
+        ).vqa()
         val = ShapesWorld(
             "val", num_scenes=max(args.num_scenes // 10, 50), image_size=args.image_size, seed=args.seed
         )
-        return train.vqa(), val.vqa()
-    root = args.data_root.expanduser()
-    splits = []
-    for split, fraction in (("train2014", args.train_fraction), ("val2014", 1.0)):
-        splits.append(
-            VQAv2Dataset(
-                root / f"v2_OpenEnded_mscoco_{split}_questions.json",
-                root / f"v2_mscoco_{split}_annotations.json",
-                root / split,
-                image_name=f"COCO_{split}_{{image_id:012d}}.jpg",
-                train_fraction=fraction,
-                seed=args.seed,
+        val = val.vqa()
+    else:
+        try:
+            train = VQAv2Dataset.from_root(
+                args.data_root, "train2014", train_fraction=args.train_fraction, seed=args.seed
             )
-        )
-    return tuple(splits)
-
-
-def image_groups(records: list[dict]) -> list[list[int]]:
-    """Question indices grouped by image, in order of first appearance."""
-    groups: dict[int, list[int]] = {}
-    for k, r in enumerate(records):
-        groups.setdefault(r["image_id"], []).append(k)
-    return list(groups.values())
-
-
-# ----------------------------------------------------------------------------- model
-
-
-def build_model(args: argparse.Namespace, tokenizer, num_answers: int) -> VQAModel:
-    if args.image_encoder.startswith("tiny-"):
-        image_encoder = ImageEncoder.tiny(
-            args.image_encoder[5:],
-            image_size=args.image_size,
-            dim=args.image_dim or args.dim,
-            patch_size=args.patch_size,
-        )
-    else:
-        image_encoder = ImageEncoder.from_pretrained(args.image_encoder, image_size=args.image_size)
+            val = VQAv2Dataset.from_root(args.data_root, "val2014")
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"--data-root {args.data_root}: {err}") from None
+    records = train.records()
+    vocab = AnswerVocab.build([r["answers"] for r in records], top_k=args.top_answers)
+    tokenizer = None
     if args.text_encoder.startswith("tiny-"):
-        text_encoder = TextEncoder.tiny(
-            args.text_encoder[5:],
-            tokenizer=tokenizer,
-            dim=args.dim,
-            depth=args.text_depth,
-            max_positions=max(args.max_length, 32),
-        )
-    else:
-        text_encoder = TextEncoder.from_pretrained(args.text_encoder)
-    if args.fusion == "coattention":
-        fusion = CoAttentionFusion(
-            image_encoder.dim,
-            text_encoder.dim,
-            dim=args.dim,
-            heads=args.heads,
-            depth=args.depth,
-            mlp_ratio=args.mlp_ratio,
-            self_attn=args.self_attn,
-            summary=args.summary,
-            pool=args.pool,
-            encoder_skip=args.encoder_skip,
-            dropout=args.dropout,
-        )
-    else:
-        fusion = ConcatFusion(image_encoder.dim, text_encoder.dim, dim=args.hidden, dropout=args.dropout)
-    head = MLPHead(fusion.out_dim, num_answers, hidden=args.hidden, dropout=args.dropout)
-    return VQAModel(image_encoder, text_encoder, fusion, head)
+        tokenizer = build_word_tokenizer([r["question"] for r in records])
+    if dist.is_main:
+        vocab.save(out / "vocab.json")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out / "tokenizer")
+    return train, val, records, vocab, tokenizer
 
 
-def configure_stage(model: VQAModel, args: argparse.Namespace, stage: int) -> None:
-    """What trains in this stage: the encoders fully, not at all (frozen, eval mode), or through LoRA.
-
-    Stage 1 of --two-stage freezes both encoders; stage 2 (or a single-stage run with --lora-r) adds LoRA to every
-    encoder that has modules matching --lora-targets and trains only those LoRA weights of the encoders.
-    """
-    encoders = (model.image_encoder, model.text_encoder)
+def configure_stage(model, args, stage: int, say) -> None:
+    """What trains: the encoders fully, not at all (frozen, eval mode), or through LoRA (stage 2 of --two-stage,
+    or any run with --lora-r)."""
     lora_now = args.lora_r > 0 and (stage == 2 or not args.two_stage)
     if lora_now and not any("lora_A" in n for n, _ in model.named_parameters()):
-        targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
-        wrapped = []
-        for encoder in encoders:
-            try:
-                wrapped += apply_lora(
-                    encoder, targets, r=args.lora_r, alpha=args.lora_alpha or 2 * args.lora_r
+        try:
+            counts = apply_vqa_lora(model, VQAPreset.from_dict(vars(args)))
+        except ValueError as err:
+            raise SystemExit(f"--lora-targets: {err}") from None
+        say("LoRA: " + ", ".join(f"{k} {v} modules" for k, v in counts.items()))
+        for name, n in counts.items():
+            if n == 0:
+                say(
+                    f"warning: no module of the {name} matches --lora-targets {args.lora_targets!r}; it stays frozen"
                 )
-            except ValueError:  # no module of this encoder matches (e.g. the tiny CNN has no "query")
-                continue
-        if not wrapped:
-            raise SystemExit(f"--lora-targets {args.lora_targets!r} matches no module of either encoder")
-    for encoder in encoders:
+    for encoder in (model.image_encoder, model.text_encoder):
         if lora_now:
             encoder.unfreeze()
             for name, p in encoder.named_parameters():
@@ -252,43 +187,16 @@ def configure_stage(model: VQAModel, args: argparse.Namespace, stage: int) -> No
             encoder.unfreeze()
 
 
-# ----------------------------------------------------------------------------- training
-
-
-def lr_factor(step: int, total: int, args: argparse.Namespace) -> float:
-    warm = max(1, int(args.warmup * total))
-    if step < warm:
-        return (step + 1) / warm
-    progress = min(1.0, (step - warm) / max(1, total - warm))
-    if args.lr_decay == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    if args.lr_decay == "linear":
-        return 1.0 - progress
-    return 1.0
-
-
-def chunk_groups(groups: list[list[int]], per_batch: int) -> list[list[int]]:
-    """Consecutive runs of `per_batch` groups, each flattened into one batch of question indices."""
-    return [list(itertools.chain(*groups[s : s + per_batch])) for s in range(0, len(groups), per_batch)]
-
-
-def epoch_batches(
-    groups: list[list[int]], per_batch: int, seed: int, epoch: int, rank: int, world: int
-) -> list[list[int]]:
-    """This rank's batches of one epoch: shuffled images, `per_batch` images (all their questions) a batch.
-
-    A function of (seed, epoch) only, so a resumed run sees the same batches. Grouping a batch by image lets the
-    image encoder run once per image (VQA has several questions per image).
-    """
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    order = torch.randperm(len(groups), generator=g).tolist()
-    batches = chunk_groups([groups[i] for i in order], per_batch)
-    usable = len(batches) - len(batches) % world  # equal shards keep DDP ranks in step
-    return batches[rank:usable:world]
+def image_groups(records: list[dict]) -> list[list[int]]:
+    """Question indices grouped by image (the image is encoded once per batch)."""
+    groups: dict[int, list[int]] = {}
+    for k, r in enumerate(records):
+        groups.setdefault(r["image_id"], []).append(k)
+    return list(groups.values())
 
 
 def forward(model, batch: dict) -> torch.Tensor:
-    """Answer logits (B, K) of a collated batch (each distinct image encoded once)."""
+    """Answer logits (B, K) of a collated batch."""
     return model(
         batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"]
     )
@@ -296,31 +204,28 @@ def forward(model, batch: dict) -> torch.Tensor:
 
 def compute_loss(logits, batch, args, class_weights) -> torch.Tensor:
     if args.loss == "soft-bce":  # VQA soft scores as targets (Teney et al. 2018), summed over answers
-        return F.binary_cross_entropy_with_logits(logits, batch["scores"], reduction="mean") * logits.shape[1]
+        return F.binary_cross_entropy_with_logits(logits, batch["scores"]) * logits.shape[1]
     return F.cross_entropy(logits, batch["labels"], weight=class_weights, ignore_index=-100)
 
 
 @torch.no_grad()
 def evaluate(model, dataset, collate, vocab, args, dist) -> dict:
-    """VQA accuracy (overall, per type), label accuracy and P/R/F1 on this rank's shard, gathered across ranks."""
+    """VQA accuracy (overall, per type), label accuracy and macro P/R/F1, gathered across ranks."""
     model.eval()
     groups = image_groups(dataset.records())[dist.rank :: dist.world_size]
-    per_batch = max(
-        1, 4 * args.batch_size * len(groups) // max(1, sum(map(len, groups)))
-    )  # no grad: 4x batch
-    batches = chunk_groups(groups, per_batch)
-    if args.eval_batches:
-        batches = batches[: args.eval_batches]
+    per_batch = max(1, 4 * args.batch_size * len(groups) // max(1, sum(map(len, groups))))
+    batches = T.chunk_groups(groups, per_batch)[: args.eval_batches or None]
     preds, answers, types, labels = [], [], [], []
-    for indices in tqdm(batches, desc="eval", leave=False, disable=not dist.is_main):
+    for indices in T.progress(batches, desc="eval", leave=False, enabled=dist.is_main):
         batch = collate([dataset[i] for i in indices])
-        if batch is None:
-            continue
-        preds += [vocab.decode(i) for i in forward(model, batch).argmax(-1).tolist()]
-        answers += batch["answers"]
-        types += batch["question_type"]
-        labels += batch["labels"].tolist()
-    preds, answers, types, labels = (gather_lists(x) for x in (preds, answers, types, labels))
+        if batch is not None:
+            preds += [vocab.decode(i) for i in forward(model, batch).argmax(-1).tolist()]
+            answers, types, labels = (
+                answers + batch["answers"],
+                types + batch["question_type"],
+                labels + batch["labels"].tolist(),
+            )
+    preds, answers, types, labels = (T.gather_lists(x) for x in (preds, answers, types, labels))
     model.train()
     known = [(y, vocab.encode(p)) for y, p in zip(labels, preds) if y >= 0]
     report = classification_report([y for y, _ in known], [p for _, p in known], num_classes=len(vocab))
@@ -337,201 +242,215 @@ def evaluate(model, dataset, collate, vocab, args, dist) -> dict:
     }
 
 
-class StopRequest:
-    """Turns SIGINT / SIGTERM into a clean stop at the next step boundary, so the checkpoint is written."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        if self.requested:  # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        self.requested = True
-        print(
-            "\nstop requested: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
-            flush=True,
-        )
+# ----------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dist = setup_distributed()
-    seed_everything(args.seed)
-    out = args.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out / "checkpoint"
-    log = MetricLogger(out / "metrics.jsonl", rank=dist.rank)
-    say = print if dist.is_main else (lambda *a, **k: None)
-
-    t0 = time.perf_counter()
-    train_set, val_set = build_datasets(args)
-    train_records = train_set.records()
-    vocab = AnswerVocab.build([r["answers"] for r in train_records], top_k=args.top_answers)
-    tokenizer = None
-    if args.text_encoder.startswith("tiny-"):
-        tokenizer = build_word_tokenizer([r["question"] for r in train_records])
-        if dist.is_main:
-            tokenizer.save_pretrained(out / "tokenizer")
-    if dist.is_main:
-        vocab.save(out / "vocab.json")
+    if args.ask or args.eval_only:
+        return use_saved_run(args)
+    dist = T.setup_distributed(device=None if args.device == "auto" else args.device)
+    say = lambda *a: T.say(*a, enabled=dist.is_main)  # noqa: E731
+    try:
+        out = T.prepare_run_dir(
+            args.output_dir, resume=args.resume, overwrite=args.overwrite, main=dist.is_main
+        )
+    except T.RunFolderError as err:
+        raise SystemExit(str(err)) from None
+    T.barrier()  # every rank has looked at the folder before rank 0 writes into it
+    t0, ckpt = time.perf_counter(), out / "checkpoint"
+    T.seed_everything(args.seed)
+    train_set, val_set, records, vocab, tokenizer = build_data(args, out, dist)
     say(
         f"data: {len(train_set)} train / {len(val_set)} val questions, {len(vocab)} answers ({time.perf_counter() - t0:.1f}s)"
     )
-
-    seed_everything(args.seed)  # the model's init does not depend on how much randomness the data used
-    model = build_model(args, tokenizer, len(vocab))
-    tokenizer = model.text_encoder.tokenizer
-    cfg = model.image_encoder.image_config
-    common = dict(
-        image_size=cfg.size, mean=cfg.mean, std=cfg.std, max_length=args.max_length, group_images=True
+    T.seed_everything(args.seed)  # the model's init does not depend on how much randomness the data used
+    model = build_vqa_model(VQAPreset.from_dict(vars(args)), num_answers=len(vocab), tokenizer=tokenizer)
+    if dist.is_main:
+        T.save_run_config(out, task="vqa", args=args, model=VQAPreset.from_dict(vars(args)).to_dict())
+    collate_kw = dict(
+        **old_collate_kw(model.image_encoder.image_config), max_length=args.max_length, group_images=True
     )
-    collate = VQACollator(tokenizer, vocab, **common)
-    train_collate = VQACollator(tokenizer, vocab, augment=args.augment, **common)
+    collate = VQACollator(model.text_encoder.tokenizer, vocab, **collate_kw)
+    train_collate = VQACollator(model.text_encoder.tokenizer, vocab, augment=args.augment, **collate_kw)
+    class_weights = answer_weights(records, vocab) if args.class_weights and args.loss == "ce" else None
 
-    class_weights = None
-    if args.class_weights and args.loss == "ce":
-        counts = Counter(vocab.encode(r["answer"]) for r in train_records)
-        freq = torch.tensor([counts.get(i, 0) for i in range(len(vocab))], dtype=torch.float)
-        class_weights = (freq.sum() / (len(vocab) * freq.clamp(min=1))).clamp(max=10.0)
-
-    groups = image_groups(train_records)
-    per_batch = max(1, round(args.batch_size * len(groups) / len(train_records)))  # images per batch
+    groups = image_groups(records)
+    per_batch = max(1, round(args.batch_size * len(groups) / len(records)))  # images per batch
     steps_per_epoch = math.ceil(len(groups) / per_batch) // dist.world_size
-    total_steps = args.epochs * steps_per_epoch
-    if args.max_steps:
-        total_steps = min(total_steps, args.max_steps)
-    stage1_steps = args.stage1_epochs * steps_per_epoch if args.two_stage else 0
-
-    state = {"step": 0, "best_vqa_accuracy": 0.0}
-    resumed = args.resume and (ckpt_dir / "trainer_state.json").exists()
-    start_stage = 2 if resumed and state_step(ckpt_dir) >= stage1_steps and args.two_stage else 1
-    configure_stage(model, args, start_stage)
-    optimizer, scheduler = make_optimizer(model, args, total_steps)
+    total = min(args.epochs * steps_per_epoch, args.max_steps or 10**12)
+    stage1 = args.stage1_epochs * steps_per_epoch if args.two_stage else 0
+    resumed = args.resume and T.has_checkpoint(ckpt)
+    state = T.read_checkpoint_state(ckpt) if resumed else {"step": 0, "loss_sum": 0.0, "loss_count": 0}
+    configure_stage(model, args, 2 if args.two_stage and state["step"] >= stage1 else 1, say)
+    optimizer, scheduler = make_optimizer(model, args, total, offset=0)
     if resumed:
-        state = load_checkpoint(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler)
-        say(f"resumed from {ckpt_dir} at step {state['step']}")
-    elif args.resume:
-        say(f"--resume: no checkpoint in {ckpt_dir}, starting fresh")
-    trainable, total, percent = count_parameters(model)
-    say(f"model: {total:,} parameters, {trainable:,} trainable ({percent:.1f}%)")
-    ddp = DistributedDataParallel(model) if dist.world_size > 1 else model
+        T.load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+        say(f"resumed from {ckpt} at step {state['step']}")
+    trainable, n_params, percent = count_parameters(model)
+    say(f"model: {n_params:,} parameters, {trainable:,} trainable ({percent:.1f}%)")
+    ddp = T.wrap_ddp(model, dist)
+    log, history = T.MetricLogger(out / "metrics.jsonl", rank=dist.rank), []
 
-    saved_step = -1
+    def save() -> None:
+        if dist.is_main:
+            T.save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
 
-    def checkpoint() -> None:
-        """Save (rank 0) unless this step is saved already: the end of an epoch is often the end of the run."""
-        nonlocal saved_step
-        if dist.is_main and state["step"] != saved_step:
-            save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
-        saved_step = state["step"]
-
-    stop = StopRequest()
-    step, run_steps, history = state["step"], 0, []
-    model.train()
-    for epoch in range(step // steps_per_epoch, args.epochs):
-        if step >= total_steps or stop.requested:
-            break
-        batches = epoch_batches(groups, per_batch, args.seed, epoch, dist.rank, dist.world_size)
-        first = step - epoch * steps_per_epoch
-        t_epoch, losses = time.perf_counter(), []
-        bar = tqdm(
-            range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist.is_main
-        )
-        for b in bar:
-            if step >= total_steps or stop.requested:
+    step, run_steps, code, stopped = state["step"], 0, 0, False
+    epoch0, first = T.resume_position(step, steps_per_epoch)
+    with T.stop_on_signal(message="stop requested: saving a checkpoint at the end of this step") as stop:
+        for epoch in range(epoch0, args.epochs):
+            batches = T.shard_batches(
+                groups,
+                per_batch=per_batch,
+                seed=args.seed,
+                epoch=epoch,
+                rank=dist.rank,
+                world_size=dist.world_size,
+            )
+            t_epoch = time.perf_counter()
+            bar = T.progress(
+                range(first if epoch == epoch0 else 0, steps_per_epoch),
+                desc=f"epoch {epoch + 1}/{args.epochs}",
+                enabled=dist.is_main,
+            )
+            for b in bar:
+                if step >= total:
+                    break
+                if args.two_stage and step == stage1 > 0:
+                    say("stage 2: " + ("LoRA on the encoders" if args.lora_r else "encoders unfrozen"))
+                    configure_stage(model, args, 2, say)
+                    optimizer, scheduler = make_optimizer(model, args, total, offset=step)
+                    ddp = T.wrap_ddp(model, dist)
+                T.reseed(args.seed, step, dist.rank, world_size=dist.world_size)  # dropout / augmentation
+                batch = train_collate([train_set[i] for i in batches[b]])
+                loss = compute_loss(forward(ddp, batch), batch, args, class_weights) if batch else None
+                decision = T.agree(loss, stop=stop.requested or run_steps + 1 == args.stop_after)
+                if decision.nonfinite:
+                    say(
+                        f"non-finite loss at step {step}: stopping; the last good checkpoint in {ckpt} is kept"
+                    )
+                    code = 1
+                    break
+                if (
+                    not decision.skip
+                ):  # a batch unreadable on any rank is skipped by all (the step still counts)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    state.update(
+                        loss_sum=state["loss_sum"] + decision.loss, loss_count=state["loss_count"] + 1
+                    )
+                    bar.set_postfix(loss=f"{decision.loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+                step, run_steps, stopped = step + 1, run_steps + 1, decision.stop
+                state["step"] = step
+                if stopped:
+                    break
+                if args.save_every and step % args.save_every == 0:
+                    save()
+            if code:
                 break
-            if args.two_stage and step == stage1_steps and stage1_steps > 0:
-                configure_stage(model, args, 2)
-                say("stage 2: " + ("LoRA on the encoders" if args.lora_r else "encoders unfrozen"))
-                optimizer, scheduler, ddp = restage(model, args, total_steps, step, dist)
-            torch.manual_seed(args.seed * 1_000_003 + step * dist.world_size + dist.rank)  # dropout / augment
-            batch = train_collate([train_set[i] for i in batches[b]])
-            if batch is None:  # every image of the batch unreadable (counted and warned by the collator)
-                continue
-            logits = forward(ddp, batch)
-            loss = compute_loss(logits, batch, args, class_weights)
-            if not torch.isfinite(loss):
-                say(
-                    f"non-finite loss ({loss.item()}) at step {step}: stopping; the last good checkpoint in {ckpt_dir} is kept"
-                )
-                cleanup_distributed()
-                return 1
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            step, run_steps = step + 1, run_steps + 1
-            state["step"] = step
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-            if args.stop_after and run_steps >= args.stop_after:
-                stop.requested = True
-            if args.save_every and step % args.save_every == 0:
-                checkpoint()
-        epoch_done = step % steps_per_epoch == 0 or step >= total_steps
-        if not losses or not epoch_done and not stop.requested:
-            continue
-        metrics = evaluate(model, val_set, collate, vocab, args, dist)
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "loss": sum(losses) / len(losses),
-            **{k: metrics[k] for k in ("accuracy", "vqa_accuracy", "precision", "recall", "f1")},
-            "time_s": time.perf_counter() - t_epoch,
-        }
-        log.log(**row, by_type=metrics["by_type"])
-        history.append(row)
-        say(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-        state["best_vqa_accuracy"] = max(state["best_vqa_accuracy"], metrics["vqa_accuracy"])
-        checkpoint()
+            if (step % steps_per_epoch == 0 or step >= total) and state[
+                "loss_count"
+            ]:  # the epoch is complete
+                metrics = evaluate(model, val_set, collate, vocab, args, dist)
+                row = {"epoch": epoch + 1, "step": step, "loss": state["loss_sum"] / state["loss_count"]}
+                row |= {k: metrics[k] for k in ("accuracy", "vqa_accuracy", "precision", "recall", "f1")}
+                row["time_s"] = time.perf_counter() - t_epoch
+                log.log(**row, by_type=metrics["by_type"])
+                history.append(row)
+                say(T.format_table([row]) if len(history) == 1 else T.format_table([row]).splitlines()[-1])
+                state.update(loss_sum=0.0, loss_count=0, vqa_accuracy=metrics["vqa_accuracy"])
+            save()
+            if stopped or step >= total:
+                break
+    if not code and step < total:
+        say(f"stopped at step {step}/{total}; checkpoint in {ckpt}; continue with --resume")
+    elif not code and dist.is_main and history:
+        report(model, val_set, collate, vocab, records, metrics, history, out)
+        say(f"done in {time.perf_counter() - t0:.0f}s; outputs in {out}")
+    T.cleanup_distributed()
+    return code
 
-    if stop.requested and step < total_steps:
-        checkpoint()
-        say(f"stopped at step {step}/{total_steps}; checkpoint in {ckpt_dir}; continue with --resume")
-        cleanup_distributed()
+
+def make_optimizer(model, args, total: int, offset: int):
+    """AdamW (no decay on 1-D parameters) on what trains now, and the warm-up + decay schedule from `offset`."""
+    optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
+    warmup = T.warmup_steps_for(args.warmup, total)
+    return optimizer, T.build_scheduler(
+        optimizer, total_steps=total, warmup_steps=warmup, decay=args.lr_decay, offset=offset
+    )
+
+
+def answer_weights(records, vocab) -> torch.Tensor:
+    """Inverse-frequency answer weights, capped at 10."""
+    counts = Counter(vocab.encode(r["answer"]) for r in records)
+    freq = torch.tensor([counts.get(i, 0) for i in range(len(vocab))], dtype=torch.float)
+    return (freq.sum() / (len(vocab) * freq.clamp(min=1))).clamp(max=10.0)
+
+
+# ----------------------------------------------------------------------------- saved runs and the report
+
+
+def use_saved_run(args) -> int:
+    """--ask: top-5 answers for an image file; --eval-only: re-evaluate the run and rewrite its report."""
+    run = load_run(args.output_dir)
+    if args.ask:
+        from vlblocks.data import load_image, stack_images
+
+        image, question = args.ask
+        pixels = run.image_config.normalize(
+            stack_images([load_image(image)], run.image_config.size).float() / 255
+        )
+        tokens = run.tokenizer([question], truncation=True, max_length=args.max_length, return_tensors="pt")
+        with torch.no_grad():
+            probs = run.model(pixels, tokens["input_ids"], tokens["attention_mask"]).softmax(-1)[0]
+        top = probs.topk(min(5, probs.numel()))
+        print(f"Q: {question}")
+        print(
+            T.format_table(
+                [
+                    {"answer": run.vocab.decode(i), "probability": p}
+                    for p, i in zip(top.values.tolist(), top.indices.tolist())
+                ]
+            )
+        )
         return 0
-    checkpoint()
-    if dist.is_main and history:
-        report(model, val_set, collate, vocab, train_records, metrics, history, args, out)
-    say(f"done in {time.perf_counter() - t0:.0f}s; outputs in {out}")
-    cleanup_distributed()
+    dist = T.setup_distributed(device="cpu")
+    _, val_set, records, vocab, _ = build_data(args, Path(args.output_dir), dist)
+    collate = VQACollator(
+        run.tokenizer,
+        run.vocab,
+        **old_collate_kw(run.image_config),
+        max_length=args.max_length,
+        group_images=True,
+    )
+    metrics = evaluate(run.model, val_set, collate, run.vocab, args, dist)
+    history = (
+        T.read_jsonl(Path(args.output_dir) / "metrics.jsonl")
+        if (Path(args.output_dir) / "metrics.jsonl").exists()
+        else []
+    )
+    row = {
+        "eval_only": True,
+        **{k: metrics[k] for k in ("accuracy", "vqa_accuracy", "precision", "recall", "f1")},
+    }
+    report(run.model, val_set, collate, run.vocab, records, metrics, [*history, row], Path(args.output_dir))
     return 0
 
 
-def state_step(ckpt_dir: Path) -> int:
-    return int(json.loads((ckpt_dir / "trainer_state.json").read_text()).get("state", {}).get("step", 0))
+def report(model, val_set, collate, vocab, records, metrics, history, out: Path) -> None:
+    """Final table, per-type accuracy beside the majority baseline, prediction distribution, summary, PNG grid."""
+    import json
 
-
-def make_optimizer(model, args, total_steps: int, offset: int = 0):
-    """AdamW (fused kernel: one pass over all parameters) on the trainable parameters, and the schedule from `offset`."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s + offset, total_steps, args)
-    )
-    return optimizer, scheduler
-
-
-def restage(model, args, total_steps: int, step: int, dist):
-    """A new optimizer over the stage-2 trainable parameters, continuing the learning-rate schedule."""
-    optimizer, scheduler = make_optimizer(model, args, total_steps, offset=step)
-    ddp = DistributedDataParallel(model) if dist.world_size > 1 else model
-    return optimizer, scheduler, ddp
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def report(model, val_set, collate, vocab, train_records, metrics, history, args, out: Path) -> None:
-    """Final table, per-type accuracy beside the majority baseline, prediction distribution, and a PNG grid."""
-    print("\n" + format_table(history))
+    history = [{k: v for k, v in r.items() if k not in ("time", "by_type")} for r in history]
+    print("\n" + T.format_table(history))
     majority = defaultdict(Counter)
-    for r in train_records:
+    for r in records:
         majority[r["question_type"]][r["answer"]] += 1
     rows = []
     for qtype, acc in sorted(metrics["by_type"].items()):
@@ -547,42 +466,36 @@ def report(model, val_set, collate, vocab, train_records, metrics, history, args
                 "majority_baseline": base,
             }
         )
-    print("\n" + format_table(rows))
-    counts = Counter(metrics["predictions"])
-    n = len(metrics["predictions"])
+    print("\n" + T.format_table(rows))
+    counts, n = Counter(metrics["predictions"]), len(metrics["predictions"])
     print("\nmost predicted answers (a model that 'only says yes' shows here):")
-    print(format_table([{"answer": a, "share": c / n} for a, c in counts.most_common(10)]))
-    json.dump({"by_type": rows, "final": history[-1]}, open(out / "summary.json", "w"), indent=2)
-    save_prediction_grid(model, val_set, collate, vocab, out / "predictions.png")
+    print(T.format_table([{"answer": a, "share": c / n} for a, c in counts.most_common(10)]))
+    (out / "summary.json").write_text(json.dumps({"by_type": rows, "final": history[-1]}, indent=2))
+    prediction_grid(model, val_set, collate, vocab).save(out / "predictions.png")
 
 
 @torch.no_grad()
-def save_prediction_grid(model, dataset, collate, vocab, path: Path, n: int = 12, cell: int = 192) -> None:
-    """A PNG grid of validation images: question, prediction with its VQA score (green >= 0.9, orange partial,
-    red 0) and the most common human answer."""
-    from PIL import Image, ImageDraw
-
-    items = [dataset[i] for i in range(min(n, len(dataset)))]
-    batch = collate(items)
+def prediction_grid(model, dataset, collate, vocab, n: int = 12):
+    """`n` distinct validation scenes, one question each, cycling through the question types."""
+    records = dataset.records()
+    kinds = sorted({r["question_type"] for r in records})
+    picks = []
+    for group in image_groups(records)[:n]:
+        wanted = kinds[len(picks) % len(kinds)]
+        picks.append(next((k for k in group if records[k]["question_type"] == wanted), group[0]))
+    items = [dataset[k] for k in picks]
     model.eval()
-    preds = [vocab.decode(i) for i in forward(model, batch).argmax(-1).tolist()]
-    cols, text_h = 4, 68
-    rows = math.ceil(len(items) / cols)
-    grid = Image.new("RGB", (cols * cell, rows * (cell + text_h)), "white")
-    draw = ImageDraw.Draw(grid)
-    for i, (item, pred) in enumerate(zip(items, preds)):
-        image = item["image"]
-        if isinstance(image, torch.Tensor):
-            image = Image.fromarray(image.permute(1, 2, 0).numpy())
-        x, y = (i % cols) * cell, (i // cols) * (cell + text_h)
-        grid.paste(image.convert("RGB").resize((cell - 8, cell - 8), Image.NEAREST), (x + 4, y + 4))
+    preds = [vocab.decode(i) for i in forward(model, collate(items)).argmax(-1).tolist()]
+    texts = []
+    for item, pred in zip(items, preds):
         score = vqa_accuracy([pred], [item["answers"]])
         colour = (0, 140, 0) if score >= 0.9 else (220, 120, 0) if score > 0 else (200, 0, 0)
-        for line, text in enumerate(textwrap.wrap(item["question"], 30)[:2]):
-            draw.text((x + 4, y + cell + 14 * line), text, fill="black")
-        draw.text((x + 4, y + cell + 30), f"pred: {pred} ({score:.1f})", fill=colour)
-        draw.text((x + 4, y + cell + 46), f"answer: {item['answer']}", fill="black")
-    grid.save(path)
+        texts.append([item["question"], (f"pred: {pred} ({score:.1f})", colour), f"answer: {item['answer']}"])
+    return T.image_grid([item["image"] for item in items], texts, cols=4, cell=192, lines=4)
+
+
+def old_collate_kw(cfg):  # TODO(lead): remove once VQACollator takes image_config
+    return dict(image_size=cfg.size, mean=cfg.mean, std=cfg.std)
 
 
 if __name__ == "__main__":

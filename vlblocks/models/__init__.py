@@ -1,7 +1,9 @@
-"""Whole models assembled from vlblocks blocks."""
+"""Whole models assembled from vlblocks blocks, their preset builders, and loading a trained run folder."""
 
 from __future__ import annotations
 
+from vlblocks.models.presets import VQAPreset, apply_vqa_lora, build_vqa_model
+from vlblocks.models.run import LoadedRun, load_run
 from vlblocks.models.vqa import VQAModel
 
-__all__ = ["VQAModel"]
+__all__ = ["LoadedRun", "VQAModel", "VQAPreset", "apply_vqa_lora", "build_vqa_model", "load_run"]

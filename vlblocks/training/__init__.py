@@ -7,7 +7,12 @@ Imported as a namespace: ``from vlblocks import training; info = training.setup_
 
 from __future__ import annotations
 
-from vlblocks.training.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
+from vlblocks.training.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+)
 from vlblocks.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -37,11 +42,16 @@ from vlblocks.training.optim import build_optimizer, param_groups, supports_fuse
 from vlblocks.training.run import (
     RunFolderError,
     add_run_args,
+    fraction,
     is_run_dir,
     load_run_config,
     make_parser,
+    nonneg_int,
+    positive_float,
+    positive_int,
     prepare_run_dir,
     progress,
+    restore_run_args,
     save_run_config,
     say,
 )
@@ -63,9 +73,11 @@ __all__ = [
     "chunk_groups",
     "cleanup_distributed",
     "format_table",
+    "fraction",
     "gather_lists",
     "get_rank",
     "get_world_size",
+    "has_checkpoint",
     "image_grid",
     "is_main_process",
     "is_run_dir",
@@ -73,12 +85,16 @@ __all__ = [
     "load_run_config",
     "lr_factor",
     "make_parser",
+    "nonneg_int",
     "param_groups",
+    "positive_float",
+    "positive_int",
     "prepare_run_dir",
     "print0",
     "progress",
     "read_checkpoint_state",
     "read_jsonl",
+    "restore_run_args",
     "reseed",
     "resume_position",
     "save_checkpoint",

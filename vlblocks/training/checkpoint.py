@@ -32,7 +32,13 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-__all__ = ["CHECKPOINT_FILES", "load_checkpoint", "read_checkpoint_state", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FILES",
+    "has_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_state",
+    "save_checkpoint",
+]
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -346,3 +352,12 @@ def read_checkpoint_state(folder: str | os.PathLike) -> dict[str, Any]:
     meta = _read_meta(folder)
     extra = load_file(str(folder / EXTRA_FILE)) if EXTRA_FILE in meta["files"] else {}
     return _decode(meta.get("state", {}), extra)
+
+
+def has_checkpoint(folder: str | os.PathLike) -> bool:
+    """True when ``load_checkpoint(folder)`` finds a complete checkpoint (also a kept-aside one after a crash)."""
+    try:
+        read_checkpoint_state(folder)
+    except (FileNotFoundError, NotADirectoryError, ValueError, OSError):
+        return False
+    return True

@@ -39,6 +39,7 @@ __all__ = [
     "positive_int",
     "prepare_run_dir",
     "progress",
+    "restore_run_args",
     "save_run_config",
     "say",
 ]
@@ -207,6 +208,35 @@ def load_run_config(folder: str | os.PathLike, *, task: str | None = None) -> di
     if task is not None and config["task"] != task:
         raise ValueError(f"{folder} holds a {config['task']!r} run, expected a {task!r} run")
     return config
+
+
+def restore_run_args(
+    args: argparse.Namespace,
+    *,
+    keep: Iterable[str],
+    error: Callable[[str], Any] | None = None,
+) -> argparse.Namespace:
+    """`args` with every value saved in the run folder ``args.output_dir`` except the names in `keep` (the flags
+    that steer this invocation: output folder, resume, eval-only, threads ...), so a saved run needs no flag
+    repeated. With ``--resume`` and no run there yet, `args` come back unchanged (a fresh run starts); with
+    ``--eval-only`` / ``--ask`` a missing run is an error (``error(message)``, e.g. ``parser.error``)."""
+    folder = Path(args.output_dir)
+    if not (folder / RUN_CONFIG).is_file():
+        if getattr(args, "eval_only", False) or getattr(args, "ask", None):
+            message = f"--output-dir {folder} holds no run to load (no {RUN_CONFIG}); train into it first"
+            if error is None:
+                raise FileNotFoundError(message)
+            error(message)
+        return args
+    saved = load_run_config(folder)["args"]
+    keep = set(keep)
+    restored = argparse.Namespace(**vars(args))
+    for name, value in saved.items():
+        if name in keep:
+            continue
+        current = getattr(args, name, None)
+        setattr(restored, name, Path(value) if isinstance(current, Path) and value is not None else value)
+    return restored
 
 
 # ----------------------------------------------------------------------------- console
