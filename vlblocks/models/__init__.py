@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vlblocks.models.dual_encoder import DualEncoder, DualEncoderOutput
 from vlblocks.models.vqa import VQAModel
+from vlblocks.models.zero_shot import ZeroShotClassifier, ZeroShotResult
 
-__all__ = ["VQAModel"]
+__all__ = ["DualEncoder", "DualEncoderOutput", "VQAModel", "ZeroShotClassifier", "ZeroShotResult"]
