@@ -177,7 +177,8 @@ class ZeroShotClassifier(nn.Module):
         device = next(self.model.parameters()).device
         out = []
         for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[start : start + self.batch_size], padding=True, return_tensors="pt")
+            batch = texts[start : start + self.batch_size]
+            enc = self.tokenizer(batch, padding=True, truncation=True, return_tensors="pt")  # CLIP: 77 tokens
             ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
             if self._hf:
                 embeds = _features(self.model.get_text_features(input_ids=ids, attention_mask=mask))
