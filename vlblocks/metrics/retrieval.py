@@ -93,6 +93,7 @@ def retrieval_recall(
             f"text_to_image must have one image id per text (shape ({num_texts},)), got {tuple(text_to_image.shape)}"
         )
     ks = _check_ks(ks)
+    similarity = similarity.detach()
     text_to_image = text_to_image.to(similarity.device, torch.long)
     low, high = int(text_to_image.min()), int(text_to_image.max())
     if low < 0 or high >= num_images:
