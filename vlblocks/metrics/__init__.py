@@ -1,4 +1,5 @@
-"""Evaluation metrics: VQA accuracy (official evaluator), classification report (scikit-learn compatible).
+"""Evaluation metrics: VQA accuracy (official evaluator), classification report (scikit-learn compatible),
+image-text retrieval Recall@K.
 
 Imported as a namespace: ``from vlblocks import metrics; metrics.vqa_accuracy(...)``.
 """
@@ -6,6 +7,7 @@ Imported as a namespace: ``from vlblocks import metrics; metrics.vqa_accuracy(..
 from __future__ import annotations
 
 from vlblocks.metrics.classification import ClassificationReport, classification_report
+from vlblocks.metrics.retrieval import RetrievalResult, RetrievalScores, retrieval_recall
 from vlblocks.metrics.vqa import (
     normalize_vqa_answer,
     vqa_accuracy,
@@ -15,8 +17,11 @@ from vlblocks.metrics.vqa import (
 
 __all__ = [
     "ClassificationReport",
+    "RetrievalResult",
+    "RetrievalScores",
     "classification_report",
     "normalize_vqa_answer",
+    "retrieval_recall",
     "vqa_accuracy",
     "vqa_accuracy_by_type",
     "vqa_question_accuracy",

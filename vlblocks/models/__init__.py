@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from vlblocks.models.dual_encoder import DualEncoder, DualEncoderOutput
 from vlblocks.models.presets import VQAPreset, apply_vqa_lora, build_vqa_model
 from vlblocks.models.run import LoadedRun, load_run
 from vlblocks.models.vqa import VQAModel
+from vlblocks.models.zero_shot import ZeroShotClassifier, ZeroShotResult
 
-__all__ = ["LoadedRun", "VQAModel", "VQAPreset", "apply_vqa_lora", "build_vqa_model", "load_run"]
+__all__ = [
+    "DualEncoder",
+    "DualEncoderOutput",
+    "LoadedRun",
+    "VQAModel",
+    "VQAPreset",
+    "ZeroShotClassifier",
+    "ZeroShotResult",
+    "apply_vqa_lora",
+    "build_vqa_model",
+    "load_run",
+]
