@@ -9,19 +9,27 @@ from __future__ import annotations
 from vlblocks.data.coco import CocoCaptions
 from vlblocks.data.collate import VQACollator
 from vlblocks.data.shapes import (
+    COLORS,
+    MASK_CLASSES,
+    QUESTION_TYPES,
+    SHAPES,
+    SIZES,
     Scene,
+    ShapeObject,
     ShapesCaptions,
+    ShapesClassification,
     ShapesExport,
+    ShapesRetrieval,
     ShapesSegmentation,
     ShapesVQA,
     ShapesWorld,
 )
-from vlblocks.data.shapes_questions import COLORS, QUESTION_TYPES, SHAPES, SIZES, ShapeObject
 from vlblocks.data.tokenizer import SPECIAL_TOKENS, build_word_tokenizer
 from vlblocks.data.vqa import AnswerVocab, VQAv2Dataset, vqa_soft_score
 
 __all__ = [
     "COLORS",
+    "MASK_CLASSES",
     "QUESTION_TYPES",
     "SHAPES",
     "SIZES",
@@ -31,7 +39,9 @@ __all__ = [
     "Scene",
     "ShapeObject",
     "ShapesCaptions",
+    "ShapesClassification",
     "ShapesExport",
+    "ShapesRetrieval",
     "ShapesSegmentation",
     "ShapesVQA",
     "ShapesWorld",
