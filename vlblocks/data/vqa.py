@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from vlblocks._checks import check_int, check_probability
+from vlblocks._checks import check_int, check_positive_int, check_probability
 from vlblocks.data.coco import check_entries, drop_missing, format_image_name, read_json_list
 from vlblocks.data.image_io import safe_image_path, try_load_image
 from vlblocks.metrics.vqa import normalize_vqa_answer
@@ -82,8 +82,7 @@ class AnswerVocab:
         """
         if isinstance(answer_lists_or_answers, str):
             raise TypeError("answer_lists_or_answers must be an iterable of answers, got a single str")
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        top_k = check_positive_int("top_k", top_k)
         norm = _normalize if normalize else (lambda a: a)
         counts: Counter = Counter()
         for item in answer_lists_or_answers:
@@ -143,14 +142,17 @@ class AnswerVocab:
 
     @classmethod
     def load(cls, path: str | Path) -> AnswerVocab:
-        """Read a file written by ``save``."""
+        """Read a file written by ``save``; ValueError naming the file when it is not such a file."""
+        data, answers = read_json_list(path, "answers")
+        if not all(isinstance(a, str) for a in answers):
+            raise ValueError(f"{path}: 'answers' must be a list of str")
+        normalize = data.get("normalize", True)
+        if not isinstance(normalize, bool):
+            raise ValueError(f"{path}: 'normalize' must be true or false, got {normalize!r}")
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("answers"), list):
-            raise ValueError(f"{path}: expected a JSON object with an 'answers' list")
-        return cls(data["answers"], normalize=data.get("normalize", True))
+            return cls(answers, normalize=normalize)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
 def _read_annotations(path: str | Path) -> dict[int, dict]:
