@@ -1,5 +1,5 @@
-"""Datasets and data utilities: ShapesWorld (offline synthetic scenes), VQA v2 and COCO captions readers, a
-word-level tokenizer and the VQA collate function.
+"""Datasets and data utilities: ShapesWorld (offline synthetic scenes with task views), VQA v2 and COCO captions
+readers, the image loader they share, a word-level tokenizer and the VQA collate function.
 
 Imported as a namespace: ``from vlblocks import data; world = data.ShapesWorld("train")``.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from vlblocks.data.coco import CocoCaptions
 from vlblocks.data.collate import VQACollator
+from vlblocks.data.image_io import UnreadableImageError, load_image
 from vlblocks.data.shapes import (
     COLORS,
     MASK_CLASSES,
@@ -45,8 +46,10 @@ __all__ = [
     "ShapesSegmentation",
     "ShapesVQA",
     "ShapesWorld",
+    "UnreadableImageError",
     "VQACollator",
     "VQAv2Dataset",
     "build_word_tokenizer",
+    "load_image",
     "vqa_soft_score",
 ]

@@ -147,7 +147,7 @@ class CocoCaptions(Dataset):
         return {"image": image, "image_id": image_id, "captions": list(self._captions[image_id])}
 
     def references(self) -> dict[int, list[str]]:
-        """image_id -> its reference captions (for caption metrics), without loading images."""
+        """image_id -> its reference captions (for caption evaluation), without loading images."""
         return {i: list(self._captions[i]) for i in self.image_ids}
 
 

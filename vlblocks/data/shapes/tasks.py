@@ -115,7 +115,7 @@ class ShapesCaptions(Dataset):
         return self.world.full_caption(scene)
 
     def references(self) -> dict[int, list[str]]:
-        """image_id -> its captions (for caption metrics), without rendering images."""
+        """image_id -> its captions (the reference format of caption evaluation), without rendering images."""
         return {self.world.image_id(i): list(c) for i, c in enumerate(self._captions)}
 
 
