@@ -11,6 +11,7 @@ from PIL import Image
 
 from vlblocks.data import AnswerVocab, ShapesWorld, VQACollator, VQAv2Dataset, build_word_tokenizer
 from vlblocks.data.collate import image_to_uint8
+from vlblocks.encoders import ImageConfig
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -24,10 +25,9 @@ def setup():
     return world, vqa, tokenizer, vocab
 
 
-def make(setup, **kwargs) -> VQACollator:
+def make(setup, *, image_size: int = 32, **kwargs) -> VQACollator:
     _, _, tokenizer, vocab = setup
-    kwargs.setdefault("image_size", 32)
-    return VQACollator(tokenizer, vocab, mean=MEAN, std=STD, **kwargs)
+    return VQACollator(tokenizer, vocab, image_config=ImageConfig(image_size, MEAN, STD), **kwargs)
 
 
 def test_batch_shapes_dtypes_and_normalisation(setup) -> None:
@@ -125,18 +125,38 @@ def test_unreadable_image_on_disk_is_skipped(setup, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"image_size": 0}, ValueError, "image_size"),
         ({"max_length": 1}, ValueError, "max_length"),
-        ({"mean": (0.5, 0.5)}, ValueError, "mean"),
-        ({"std": (0.5, 0.0, 0.5)}, ValueError, "std"),
+        ({"max_length": 8.0}, TypeError, "max_length"),
         ({"vocab": ["yes"]}, TypeError, "vocab"),
+        ({"image_config": None}, TypeError, "image_config is required"),
+        ({"image_config": (32, MEAN, STD)}, TypeError, "image_config must be an ImageConfig"),
+        ({"image_size": 32}, TypeError, "not both"),
     ],
 )
 def test_errors(setup, kwargs: dict, error: type, match: str) -> None:
     _, _, tokenizer, vocab = setup
-    args = {"image_size": 32, "mean": MEAN, "std": STD, **kwargs}
+    args = {"image_config": ImageConfig(32, MEAN, STD), **kwargs}
     with pytest.raises(error, match=match):
         VQACollator(tokenizer, args.pop("vocab", vocab), **args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"image_size": 0}, ValueError, "image_size"),
+        ({"mean": (0.5, 0.5)}, ValueError, "mean"),
+        ({"std": (0.5, 0.0, 0.5)}, ValueError, "std"),
+    ],
+)
+def test_deprecated_keywords_warn_and_still_check(setup, kwargs: dict, error: type, match: str) -> None:
+    _, vqa, tokenizer, vocab = setup
+    with pytest.warns(DeprecationWarning, match="image_config"):
+        old = VQACollator(tokenizer, vocab, image_size=32, mean=MEAN, std=STD)
+    items = [vqa[k] for k in range(3)]
+    assert torch.equal(old(items)["pixel_values"], make(setup)(items)["pixel_values"])
+    with pytest.raises(error, match=match), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        VQACollator(tokenizer, vocab, **{"image_size": 32, "mean": MEAN, "std": STD, **kwargs})
 
 
 def test_group_images_stacks_each_image_once(setup) -> None:

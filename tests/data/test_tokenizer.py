@@ -81,3 +81,24 @@ def test_errors(kwargs: dict, error: type, match: str) -> None:
     texts = kwargs.pop("texts")
     with pytest.raises(error, match=match):
         build_word_tokenizer(texts, **kwargs)
+
+
+def test_tokenizers_is_not_imported_directly() -> None:
+    """`tokenizers` is not a declared dependency: vlblocks reaches it only through transformers."""
+    import ast
+    from pathlib import Path
+
+    import vlblocks
+
+    offenders = []
+    for path in Path(vlblocks.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "tokenizers"]
+    assert offenders == []

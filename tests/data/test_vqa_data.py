@@ -54,13 +54,18 @@ def test_export_writes_official_formats(exported) -> None:
     } <= set(ann)
     assert [a["answer_id"] for a in ann["answers"]] == list(range(1, 11))
     assert {"answer", "answer_confidence", "answer_id"} == set(ann["answers"][0])
-    assert (export.image_dir / "COCO_shapes-val_000000000001.png").is_file()
-    mask = np.asarray(Image.open(export.mask_dir / "COCO_shapes-val_000000000003.png"))
+    assert export.image_dir == export.root / "val2014" and export.split == "val2014"
+    assert export.questions_json == export.root / "v2_OpenEnded_mscoco_val2014_questions.json"
+    assert export.annotations_json == export.root / "v2_mscoco_val2014_annotations.json"
+    assert export.captions_json == export.root / "annotations" / "captions_val2014.json"
+    assert json.loads(export.questions_json.read_text())["data_subtype"] == "val2014"
+    assert (export.image_dir / "COCO_val2014_000000000001.png").is_file()
+    mask = np.asarray(Image.open(export.mask_dir / "COCO_val2014_000000000003.png"))
     assert np.array_equal(mask, world.masks[2].numpy())
     captions = json.loads(export.captions_json.read_text())
     assert captions["images"][0] == {
         "id": 1,
-        "file_name": "COCO_shapes-val_000000000001.png",
+        "file_name": "COCO_val2014_000000000001.png",
         "height": 64,
         "width": 64,
     }
@@ -70,7 +75,7 @@ def test_export_writes_official_formats(exported) -> None:
 def test_vqa_reader_round_trip(exported) -> None:
     world, export = exported
     dataset, original = read_vqa(export), world.vqa()
-    assert len(dataset) == len(original) and dataset.split == "shapes-val"
+    assert len(dataset) == len(original) and dataset.split == "val2014"
     for k in (0, 17, 99):
         item, ref = dataset[k], original[k]
         assert {key: item[key] for key in ref if key != "image"} == {

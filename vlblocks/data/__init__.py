@@ -1,5 +1,5 @@
-"""Datasets and data utilities: ShapesWorld (offline synthetic scenes), VQA v2 and COCO captions readers, a
-word-level tokenizer and the VQA collate function.
+"""Datasets and data utilities: ShapesWorld (offline synthetic scenes with task views), VQA v2 and COCO captions
+readers, the image loader they share, a word-level tokenizer and the VQA collate function.
 
 Imported as a namespace: ``from vlblocks import data; world = data.ShapesWorld("train")``.
 """
@@ -8,20 +8,29 @@ from __future__ import annotations
 
 from vlblocks.data.coco import CocoCaptions
 from vlblocks.data.collate import VQACollator
+from vlblocks.data.image_io import UnreadableImageError, load_image
 from vlblocks.data.shapes import (
+    COLORS,
+    MASK_CLASSES,
+    QUESTION_TYPES,
+    SHAPES,
+    SIZES,
     Scene,
+    ShapeObject,
     ShapesCaptions,
+    ShapesClassification,
     ShapesExport,
+    ShapesRetrieval,
     ShapesSegmentation,
     ShapesVQA,
     ShapesWorld,
 )
-from vlblocks.data.shapes_questions import COLORS, QUESTION_TYPES, SHAPES, SIZES, ShapeObject
 from vlblocks.data.tokenizer import SPECIAL_TOKENS, build_word_tokenizer
 from vlblocks.data.vqa import AnswerVocab, VQAv2Dataset, vqa_soft_score
 
 __all__ = [
     "COLORS",
+    "MASK_CLASSES",
     "QUESTION_TYPES",
     "SHAPES",
     "SIZES",
@@ -31,12 +40,16 @@ __all__ = [
     "Scene",
     "ShapeObject",
     "ShapesCaptions",
+    "ShapesClassification",
     "ShapesExport",
+    "ShapesRetrieval",
     "ShapesSegmentation",
     "ShapesVQA",
     "ShapesWorld",
+    "UnreadableImageError",
     "VQACollator",
     "VQAv2Dataset",
     "build_word_tokenizer",
+    "load_image",
     "vqa_soft_score",
 ]

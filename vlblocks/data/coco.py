@@ -3,7 +3,9 @@
 Reads the official COCO captions annotation format of Chen et al., "Microsoft COCO Captions: Data Collection and
 Evaluation Server" (2015): ``{"images": [{"id", "file_name", "height", "width"}], "annotations": [{"id",
 "image_id", "caption"}]}``. Images whose file is missing are dropped at construction with one warning; an image
-that cannot be decoded at load time gives a ``None`` item, which the collate functions skip.
+that cannot be decoded at load time (corrupt, truncated, a decompression bomb) gives a ``None`` item, which the
+collate functions skip and count. Images are read by ``vlblocks.data.image_io.load_image`` (16-bit, palette,
+alpha and CMYK images converted correctly); file names that are absolute or leave the image folder are refused.
 
 Shape legend: images are PIL RGB images of any size (resizing happens in the collate function).
 """
@@ -15,21 +17,32 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-__all__ = ["CocoCaptions", "check_entries", "drop_missing", "format_image_name", "open_rgb", "read_json_list"]
+from vlblocks.data.image_io import safe_image_path, try_load_image
+
+__all__ = ["CocoCaptions", "check_entries", "drop_missing", "format_image_name", "read_json_list"]
 
 
 def read_json_list(path: str | Path, key: str) -> tuple[dict, list]:
     """Load a JSON object file and return it with its list ``obj[key]``.
 
     Raises:
-        ValueError: naming the file when it is empty, not valid JSON, not an object, or ``key`` is missing,
-            not a list, or empty.
+        ValueError: naming the file when it is empty, not UTF-8, not valid JSON (truncated files included), not
+            an object, or ``key`` is missing, not a list, or empty.
+        FileNotFoundError: when the file does not exist.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file (expected a JSON file with a {key!r} list)")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file (expected a JSON file with a {key!r} list)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); expected a JSON file"
+        ) from None
     if not text.strip():
         raise ValueError(f"{path}: file is empty, expected a JSON object with a {key!r} list")
     try:
@@ -66,15 +79,6 @@ def _kind(kind: type | tuple[type, ...]) -> str:
 def _brief(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def open_rgb(path: str | Path) -> Image.Image | None:
-    """Open an image as RGB, fully decoded; None when the file is unreadable or corrupt."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
-        return None
 
 
 def drop_missing(image_paths: dict[int, Path], image_dir: Path, what: str) -> set[int]:
@@ -126,9 +130,8 @@ class CocoCaptions(Dataset):
                 raise ValueError(
                     f"{annotations_json}: image_id {image_id} has captions but no 'images' entry"
                 )
-            paths[image_id] = self.image_dir / format_image_name(
-                image_name, image_id, names.get(image_id, "")
-            )
+            name = format_image_name(image_name, image_id, names.get(image_id, ""))
+            paths[image_id] = safe_image_path(self.image_dir, name, f"{annotations_json}: image {image_id}")
         present = drop_missing(paths, self.image_dir, "caption")
         self.image_ids = [i for i in self._captions if i in present]
         self._paths = paths
@@ -138,19 +141,20 @@ class CocoCaptions(Dataset):
 
     def __getitem__(self, index: int) -> dict | None:
         image_id = self.image_ids[index]
-        image = open_rgb(self._paths[image_id])
+        image = try_load_image(self._paths[image_id])
         if image is None:
             return None
         return {"image": image, "image_id": image_id, "captions": list(self._captions[image_id])}
 
     def references(self) -> dict[int, list[str]]:
-        """image_id -> its reference captions (for caption metrics), without loading images."""
+        """image_id -> its reference captions (for caption evaluation), without loading images."""
         return {i: list(self._captions[i]) for i in self.image_ids}
 
 
 def format_image_name(
     image_name: str | Callable[[int], str] | None, image_id: int, default: str, **fields: str
 ) -> str:
+    """The file name of ``image_id``: ``default`` (None), ``image_name(image_id)`` or the formatted pattern."""
     if image_name is None:
         return default
     if callable(image_name):

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vlblocks._checks import check_int
 from vlblocks.data.vqa import AnswerVocab
+from vlblocks.encoders.image import ImageConfig
 
 __all__ = ["VQACollator", "image_to_uint8", "stack_images"]
 
@@ -73,14 +75,26 @@ def stack_images(images: Sequence[Image.Image | torch.Tensor], size: int) -> tor
     return torch.stack(out)  # (B, 3, S, S)
 
 
-def _check_triplet(name: str, value: Sequence[float], positive: bool) -> torch.Tensor:
-    values = tuple(value) if isinstance(value, (list, tuple, torch.Tensor)) else ()
-    if len(values) != 3 or (positive and any(float(v) <= 0 for v in values)):
-        need = "3 positive floats" if positive else "3 floats"
-        raise ValueError(f"{name} must be {need} (one per RGB channel), got {value!r}")
-    return torch.tensor([float(v) for v in values]).view(
-        1, 3, 1, 1
-    )  # (1, 3, 1, 1) broadcasts over (B, 3, S, S)
+def _image_config(config: object, size: object, mean: object, std: object) -> ImageConfig:
+    """``config``, or (deprecated) an ``ImageConfig`` built from ``image_size`` / ``mean`` / ``std``."""
+    old = {"image_size": size, "mean": mean, "std": std}
+    given = [name for name, value in old.items() if value is not None]
+    if config is not None:
+        if not isinstance(config, ImageConfig):
+            raise TypeError(f"image_config must be an ImageConfig, got {type(config).__name__}")
+        if given:
+            raise TypeError(f"pass image_config or the deprecated {given}, not both")
+        return config
+    if len(given) != 3:
+        raise TypeError(
+            "image_config is required: pass the image encoder's ImageConfig (encoder.image_config)"
+        )
+    warnings.warn(
+        "VQACollator(image_size=, mean=, std=) is deprecated: pass image_config=encoder.image_config",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return ImageConfig(check_int("image_size", size, low=1), tuple(mean), tuple(std))  # type: ignore[arg-type]
 
 
 class VQACollator:
@@ -89,8 +103,9 @@ class VQACollator:
     Args:
         tokenizer: a Hugging Face tokenizer (e.g. from ``build_word_tokenizer``).
         vocab: the ``AnswerVocab`` of the answer classes.
-        image_size: output side S.
-        mean, std: per-channel normalisation of [0, 1] pixels.
+        image_config: the image encoder's ``ImageConfig`` (``encoder.image_config``): output side S
+            (``size``) and the per-channel ``mean`` / ``std`` of [0, 1] pixels, validated there.
+        image_size, mean, std: deprecated, the old spelling of ``image_config`` (a ``DeprecationWarning``).
         max_length: question tokens are truncated to this length (padding to the longest in the batch).
         augment: small random brightness / contrast jitter (see the module docstring for why nothing else).
         group_images: stack each distinct image (by ``image_id``) once: "pixel_values" is then (M, 3, S, S) and
@@ -108,22 +123,24 @@ class VQACollator:
         tokenizer,
         vocab: AnswerVocab,
         *,
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
+        image_config: ImageConfig | None = None,
         max_length: int = 32,
         augment: bool = False,
         group_images: bool = False,
+        image_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         if not isinstance(vocab, AnswerVocab):
             raise TypeError(f"vocab must be an AnswerVocab, got {type(vocab).__name__}")
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
-            raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
-        self.tokenizer, self.vocab = tokenizer, vocab
-        self.image_size, self.max_length, self.augment = image_size, max_length, bool(augment)
-        self.mean, self.std = _check_triplet("mean", mean, False), _check_triplet("std", std, True)
+        image_config = _image_config(image_config, image_size, mean, std)
+        self.max_length = check_int("max_length", max_length, low=2)
+        self.tokenizer, self.vocab, self.image_config = tokenizer, vocab, image_config
+        self.image_size, self.augment = image_config.size, bool(augment)
+        self.mean = torch.tensor(image_config.mean).view(
+            1, 3, 1, 1
+        )  # (1, 3, 1, 1) broadcasts over (B, 3, S, S)
+        self.std = torch.tensor(image_config.std).view(1, 3, 1, 1)
         self.group_images = bool(group_images)
         self.skipped = 0
 

@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from vlblocks.data.coco import check_entries, drop_missing, format_image_name, open_rgb, read_json_list
+from vlblocks._checks import check_int, check_positive_int, check_probability
+from vlblocks.data.coco import check_entries, drop_missing, format_image_name, read_json_list
+from vlblocks.data.image_io import safe_image_path, try_load_image
 from vlblocks.metrics.vqa import normalize_vqa_answer
 
 __all__ = ["AnswerVocab", "VQAv2Dataset", "infer_answer_type", "vqa_soft_score"]
@@ -80,8 +82,7 @@ class AnswerVocab:
         """
         if isinstance(answer_lists_or_answers, str):
             raise TypeError("answer_lists_or_answers must be an iterable of answers, got a single str")
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        top_k = check_positive_int("top_k", top_k)
         norm = _normalize if normalize else (lambda a: a)
         counts: Counter = Counter()
         for item in answer_lists_or_answers:
@@ -141,14 +142,17 @@ class AnswerVocab:
 
     @classmethod
     def load(cls, path: str | Path) -> AnswerVocab:
-        """Read a file written by ``save``."""
+        """Read a file written by ``save``; ValueError naming the file when it is not such a file."""
+        data, answers = read_json_list(path, "answers")
+        if not all(isinstance(a, str) for a in answers):
+            raise ValueError(f"{path}: 'answers' must be a list of str")
+        normalize = data.get("normalize", True)
+        if not isinstance(normalize, bool):
+            raise ValueError(f"{path}: 'normalize' must be true or false, got {normalize!r}")
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("answers"), list):
-            raise ValueError(f"{path}: expected a JSON object with an 'answers' list")
-        return cls(data["answers"], normalize=data.get("normalize", True))
+            return cls(answers, normalize=normalize)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
 def _read_annotations(path: str | Path) -> dict[int, dict]:
@@ -204,12 +208,8 @@ class VQAv2Dataset(Dataset):
         train_fraction: float = 1.0,
         seed: int = 0,
     ) -> None:
-        if (
-            isinstance(train_fraction, bool)
-            or not isinstance(train_fraction, (int, float))
-            or not 0 < train_fraction <= 1
-        ):
-            raise ValueError(f"train_fraction must be a float in (0, 1], got {train_fraction!r}")
+        train_fraction = check_probability("train_fraction", train_fraction, closed_low=False)
+        seed = check_int("seed", seed)
         if not isinstance(image_name, str) and not callable(image_name):
             raise TypeError(f"image_name must be a format str or a callable, got {type(image_name).__name__}")
         qdata, questions = read_json_list(questions_json, "questions")
@@ -232,7 +232,12 @@ class VQAv2Dataset(Dataset):
             keep = max(1, round(train_fraction * len(image_ids)))
             image_ids = sorted(random.Random(seed).sample(image_ids, keep))
         self._paths = {
-            i: self.image_dir / format_image_name(image_name, i, "", split=self.split) for i in image_ids
+            i: safe_image_path(
+                self.image_dir,
+                format_image_name(image_name, i, "", split=self.split),
+                f"{questions_json}: image_id {i}",
+            )
+            for i in image_ids
         }
         present = drop_missing(self._paths, self.image_dir, "VQA")
         self._records = [r for r in records if r["image_id"] in present]
@@ -243,7 +248,7 @@ class VQAv2Dataset(Dataset):
 
     def __getitem__(self, index: int) -> dict | None:
         record = self._records[index]
-        image = open_rgb(self._paths[record["image_id"]])
+        image = try_load_image(self._paths[record["image_id"]])
         if image is None:
             return None
         return {"image": image, **record, "answers": list(record["answers"])}
@@ -255,3 +260,71 @@ class VQAv2Dataset(Dataset):
     def records(self) -> list[dict]:
         """Every question item without its image (copies)."""
         return [dict(r, answers=list(r["answers"])) for r in self._records]
+
+    @classmethod
+    def from_root(
+        cls, root: str | Path, split: str = "train2014", *, train_fraction: float = 1.0, seed: int = 0
+    ) -> VQAv2Dataset:
+        """Read split ``split`` of a VQA v2 folder laid out as the official downloads unpack::
+
+            root/v2_OpenEnded_mscoco_{split}_questions.json
+            root/v2_mscoco_{split}_annotations.json             (optional for test splits)
+            root/{images}/COCO_{images}_{image_id:012d}.jpg     (or .png)
+
+        where ``{images}`` is ``split`` (``test2015`` for ``test-dev2015``). The two JSON files may also sit in
+        one direct subfolder of ``root`` (e.g. ``root/questions/``), the image folder in ``root/images/``.
+        ``ShapesWorld.export(root)`` writes this layout. ``train_fraction`` and ``seed`` are as in the constructor.
+
+        Raises:
+            ValueError: naming the missing file or folder and the expected layout.
+        """
+        root = Path(root).expanduser()
+        if not isinstance(split, str) or not split or any(c in split for c in "/\\"):
+            raise ValueError(f"split must be a VQA v2 split name such as 'train2014', got {split!r}")
+        layout = _layout_text(root, split)
+        if not root.is_dir():
+            raise ValueError(f"VQA v2 root {str(root)!r} is not a folder; expected\n{layout}")
+        questions = _find_json(root, f"v2_OpenEnded_mscoco_{split}_questions.json")
+        if questions is None:
+            raise ValueError(
+                f"{root}: missing v2_OpenEnded_mscoco_{split}_questions.json; expected\n{layout}"
+            )
+        annotations = _find_json(root, f"v2_mscoco_{split}_annotations.json")
+        if annotations is None and not split.startswith("test"):
+            raise ValueError(f"{root}: missing v2_mscoco_{split}_annotations.json; expected\n{layout}")
+        images = _image_split(split)
+        image_dir = next((d for d in (root / images, root / "images" / images) if d.is_dir()), None)
+        if image_dir is None:
+            raise ValueError(f"{root}: missing the image folder {images}/; expected\n{layout}")
+
+        def image_name(image_id: int) -> str:
+            stem = f"COCO_{images}_{image_id:012d}"
+            return (
+                f"{stem}.png"
+                if not (image_dir / f"{stem}.jpg").exists() and (image_dir / f"{stem}.png").exists()
+                else f"{stem}.jpg"
+            )
+
+        return cls(
+            questions, annotations, image_dir, image_name=image_name, train_fraction=train_fraction, seed=seed
+        )
+
+
+def _image_split(split: str) -> str:
+    return "test2015" if split.startswith("test-dev") else split
+
+
+def _layout_text(root: Path, split: str) -> str:
+    images = _image_split(split)
+    return (
+        f"  {root}/v2_OpenEnded_mscoco_{split}_questions.json\n"
+        f"  {root}/v2_mscoco_{split}_annotations.json\n"
+        f"  {root}/{images}/COCO_{images}_<image_id:012d>.jpg (or .png)"
+    )
+
+
+def _find_json(root: Path, name: str) -> Path | None:
+    """``root/name``, else ``root/<one subfolder>/name`` (first in sorted order), else None."""
+    if (root / name).is_file():
+        return root / name
+    return next((d / name for d in sorted(root.iterdir()) if d.is_dir() and (d / name).is_file()), None)
