@@ -59,7 +59,9 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def bench_loss(batch: int, dim: int, reps: int, warmup: int, device: torch.device) -> tuple[float, float, float]:
+def bench_loss(
+    batch: int, dim: int, reps: int, warmup: int, device: torch.device
+) -> tuple[float, float, float]:
     """(median ms vlblocks, median ms open_clip, max |difference| of loss and gradients)."""
     g = torch.Generator(device=device).manual_seed(batch)
     image = torch.randn(batch, dim, device=device, generator=g).requires_grad_()
@@ -97,7 +99,9 @@ def bench_loss(batch: int, dim: int, reps: int, warmup: int, device: torch.devic
     return statistics.median(t_ours) * 1e3, statistics.median(t_ref) * 1e3, diff
 
 
-def full_sort_ranks(similarity: torch.Tensor, text_to_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def full_sort_ranks(
+    similarity: torch.Tensor, text_to_image: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The plain way: argsort every column and every row; (image->text ranks (I,), text->image ranks (T,))."""
     num_images = similarity.shape[0]
     order = similarity.T.argsort(dim=1, descending=True)  # (T, I) images by score for every text
@@ -110,9 +114,13 @@ def full_sort_ranks(similarity: torch.Tensor, text_to_image: torch.Tensor) -> tu
     return i2t, t2i
 
 
-def full_sort_recall(similarity: torch.Tensor, text_to_image: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:
+def full_sort_recall(
+    similarity: torch.Tensor, text_to_image: torch.Tensor, ks=(1, 5, 10)
+) -> dict[str, float]:
     i2t, t2i = full_sort_ranks(similarity, text_to_image)
-    return {f"{d}_R@{k}": float((r <= k).double().mean()) for d, r in (("i2t", i2t), ("t2i", t2i)) for k in ks}
+    return {
+        f"{d}_R@{k}": float((r <= k).double().mean()) for d, r in (("i2t", i2t), ("t2i", t2i)) for k in ks
+    }
 
 
 def _rss_kib(field: str) -> int:
@@ -152,10 +160,15 @@ def bench_recall(num_images: int, captions: int, device: torch.device) -> list[t
     retrieval_recall(similarity[:50, keep], text_to_image[keep])  # warm-up
     s_ours, m_ours, ours = _peak_extra_mib(lambda: retrieval_recall(similarity, text_to_image), device)
     s_ref, m_ref, ref = _peak_extra_mib(lambda: full_sort_ranks(similarity, text_to_image), device)
-    same = [torch.equal(a, b.cpu()) for a, b in zip((ours.image_to_text.ranks, ours.text_to_image.ranks), ref)]
+    same = [
+        torch.equal(a, b.cpu()) for a, b in zip((ours.image_to_text.ranks, ours.text_to_image.ranks), ref)
+    ]
     if not all(same):
         raise RuntimeError("retrieval_recall and the full sort disagree on the ranks")
-    return [("full sort (argsort rows and columns)", s_ref, m_ref), ("vlblocks retrieval_recall", s_ours, m_ours)]
+    return [
+        ("full sort (argsort rows and columns)", s_ref, m_ref),
+        ("vlblocks retrieval_recall", s_ours, m_ours),
+    ]
 
 
 def main() -> None:
@@ -180,12 +193,16 @@ def main() -> None:
     recall_rows = bench_recall(args.images, args.captions, device)
 
     print(f"CLIP loss forward + backward, E={args.dim}, {where}, median of {args.reps} reps\n")
-    print("| B | open_clip ClipLoss ms | vlblocks contrastive_loss ms | ratio vlblocks/open_clip | max abs diff |")
+    print(
+        "| B | open_clip ClipLoss ms | vlblocks contrastive_loss ms | ratio vlblocks/open_clip | max abs diff |"
+    )
     print("|---|---|---|---|---|")
     for batch, ms_ours, ms_ref, diff in rows:
         print(f"| {batch} | {ms_ref:.2f} | {ms_ours:.2f} | {ms_ours / ms_ref:.2f} | {diff:.1e} |")
     texts = args.images * args.captions
-    print(f"\nRecall@1/5/10 both ways, {args.images} images x {texts} texts ({args.captions} captions each), {where}\n")
+    print(
+        f"\nRecall@1/5/10 both ways, {args.images} images x {texts} texts ({args.captions} captions each), {where}\n"
+    )
     print("| implementation | seconds | peak extra memory MiB |")
     print("|---|---|---|")
     for name, seconds, mib in recall_rows:

@@ -34,8 +34,9 @@ def main() -> None:
     times["data (once)"] = time.perf_counter() - t
     model = build_vqa_model(VQAPreset.from_dict(vars(args)), num_answers=len(vocab), tokenizer=tok)
     cfg = model.image_encoder.image_config
-    collate = VQACollator(model.text_encoder.tokenizer, vocab, image_size=cfg.size, mean=cfg.mean, std=cfg.std,
-                          max_length=args.max_length, group_images=True)
+    collate = VQACollator(
+        model.text_encoder.tokenizer, vocab, image_config=cfg, max_length=args.max_length, group_images=True
+    )
     opt = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
     acc = dict.fromkeys(("items", "collate", "forward", "backward", "optimizer"), 0.0)
     for s in range(steps):
@@ -53,7 +54,13 @@ def main() -> None:
         opt.step()
         t5 = time.perf_counter()
         if s >= 5:
-            for k, a, b in (("items", t0, t1), ("collate", t1, t2), ("forward", t2, t3), ("backward", t3, t4), ("optimizer", t4, t5)):
+            for k, a, b in (
+                ("items", t0, t1),
+                ("collate", t1, t2),
+                ("forward", t2, t3),
+                ("backward", t3, t4),
+                ("optimizer", t4, t5),
+            ):
                 acc[k] += b - a
     n = steps - 5
     per_step = {f"{k} (ms/step)": 1000 * v / n for k, v in acc.items()}

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if dist.is_main:
         T.save_run_config(out, task="vqa", args=args, model=VQAPreset.from_dict(vars(args)).to_dict())
     collate_kw = dict(
-        **old_collate_kw(model.image_encoder.image_config), max_length=args.max_length, group_images=True
+        image_config=model.image_encoder.image_config, max_length=args.max_length, group_images=True
     )
     collate = VQACollator(model.text_encoder.tokenizer, vocab, **collate_kw)
     train_collate = VQACollator(model.text_encoder.tokenizer, vocab, augment=args.augment, **collate_kw)
@@ -400,7 +400,8 @@ def use_saved_run(args) -> int:
     """--ask: top-5 answers for an image file; --eval-only: re-evaluate the run and rewrite its report."""
     run = load_run(args.output_dir)
     if args.ask:
-        from vlblocks.data import load_image, stack_images
+        from vlblocks.data import load_image
+        from vlblocks.data.collate import stack_images
 
         image, question = args.ask
         pixels = run.image_config.normalize(
@@ -425,7 +426,7 @@ def use_saved_run(args) -> int:
     collate = VQACollator(
         run.tokenizer,
         run.vocab,
-        **old_collate_kw(run.image_config),
+        image_config=run.image_config,
         max_length=args.max_length,
         group_images=True,
     )
@@ -492,10 +493,6 @@ def prediction_grid(model, dataset, collate, vocab, n: int = 12):
         colour = (0, 140, 0) if score >= 0.9 else (220, 120, 0) if score > 0 else (200, 0, 0)
         texts.append([item["question"], (f"pred: {pred} ({score:.1f})", colour), f"answer: {item['answer']}"])
     return T.image_grid([item["image"] for item in items], texts, cols=4, cell=192, lines=4)
-
-
-def old_collate_kw(cfg):  # TODO(lead): remove once VQACollator takes image_config
-    return dict(image_size=cfg.size, mean=cfg.mean, std=cfg.std)
 
 
 if __name__ == "__main__":
