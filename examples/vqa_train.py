@@ -217,7 +217,7 @@ def build_model(args: argparse.Namespace, tokenizer, num_answers: int) -> VQAMod
         )
     else:
         fusion = ConcatFusion(image_encoder.dim, text_encoder.dim, dim=args.hidden, dropout=args.dropout)
-    head = MLPHead(fusion.out_dim, num_answers, hidden=args.hidden, dropout=args.dropout)
+    head = MLPHead(fusion.out_dim, num_answers, hidden_dim=args.hidden, dropout=args.dropout)
     return VQAModel(image_encoder, text_encoder, fusion, head)
 
 

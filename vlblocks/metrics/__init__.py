@@ -10,6 +10,7 @@ from vlblocks.metrics.vqa import (
     normalize_vqa_answer,
     vqa_accuracy,
     vqa_accuracy_by_type,
+    vqa_accuracy_per_question,
     vqa_question_accuracy,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "normalize_vqa_answer",
     "vqa_accuracy",
     "vqa_accuracy_by_type",
+    "vqa_accuracy_per_question",
     "vqa_question_accuracy",
 ]
