@@ -4,9 +4,9 @@ Scaled dot-product attention (Vaswani et al. 2017). Two paths compute the same f
 
 - fused: `F.scaled_dot_product_attention` (flash / memory-efficient kernels where available);
 - manual: `softmax(q k^T * scale + bias)`, whose probabilities pass through the named identity submodule
-  `attn_probs`, so a forward hook on it captures them (see `vlblocks.hooks`).
+  `attn_probs`, so a forward hook on it captures them.
 
-`self.fused` picks the path; hooks switch it per module. Masks are booleans where True means "may attend", or
+`self.fused` picks the path, per module. Masks are booleans where True means "may attend", or
 floats added to the scores, where `-inf` means "masked" exactly as False does; integer masks are refused (a 0/1 HF
 mask must be converted with `.bool()`, never added). A query row whose keys are all masked outputs zeros (never
 NaN) on both paths, forward and backward.
