@@ -351,3 +351,36 @@ def test_image_config_normalize_golden() -> None:
     cfg = ImageConfig(8, (0.5, 0.25, 0.0), (0.5, 0.25, 2.0))
     x = torch.ones(1, 3, 2, 2)
     torch.testing.assert_close(cfg.normalize(x)[0, :, 0, 0], torch.tensor([1.0, 3.0, 0.5]))
+
+
+def test_any_module_with_timms_interface_is_wrapped_like_convnet() -> None:
+    """ImageEncoder has no ConvNet special case: a look-alike module with timm's interface gets the same treatment."""
+
+    class LookAlike(torch.nn.Module):
+        num_features = 8
+        num_prefix_tokens = 0
+        has_class_token = False
+        pretrained_cfg = {"input_size": (3, 16, 16), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 4, stride=4)
+
+        def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).flatten(2).transpose(1, 2)  # (B, 16, 8)
+
+    enc = ImageEncoder(LookAlike())
+    assert enc.source == "native" and enc.dim == enc.out_dim == 8 and enc.num_prefix_tokens == 1
+    assert enc.image_config == ImageConfig(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    out = enc(torch.randn(2, 3, 16, 16))
+    assert out.tokens.shape == (2, 17, 8)
+    torch.testing.assert_close(out.cls, out.tokens[:, 1:].mean(1))  # prepended mean summary, as for ConvNet
+    net = ConvNet(dim=16, stages=2, image_size=32).eval()
+    assert net.num_features == 16 and not net.has_class_token and net.pretrained_cfg["input_size"] == (3, 32, 32)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(net.forward_features(x), net(x))
+    wrapped = ImageEncoder(net)
+    assert wrapped.image_config.size == 32 and wrapped.source == "native"
+    from vlblocks.encoders import TextEncoder
+
+    assert ImageEncoder.freeze is TextEncoder.freeze and ImageEncoder.unfreeze is TextEncoder.unfreeze  # one each

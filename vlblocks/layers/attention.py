@@ -158,6 +158,11 @@ class Attention(nn.Module):
             (B, Nq, D).
         """
         self._check_inputs(x, context, kv_cache, positions)
+        if context is None and context_kv is None and self.dim_context != self.dim:
+            raise ValueError(
+                f"context (B, Nk, {self.dim_context}) is required: this is a cross-attention layer "
+                f"(dim_context={self.dim_context} != dim={self.dim})"
+            )
         if attn_mask is not None:
             attn_mask = _check_attn_mask(attn_mask)
         q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)  # (B, H, Nq, Dh)
