@@ -40,7 +40,7 @@ from vlblocks import training as T
 from vlblocks.data import AnswerVocab, ShapesWorld, VQACollator, VQAv2Dataset, build_word_tokenizer
 from vlblocks.metrics import classification_report, vqa_accuracy, vqa_accuracy_by_type
 from vlblocks.models import VQAPreset, apply_vqa_lora, build_vqa_model, load_run
-from vlblocks.peft import count_parameters
+from vlblocks.utils import count_parameters
 
 CONTROL = (
     "output_dir",

@@ -123,7 +123,7 @@ def test_convnet_grid_and_prepended_mean_token() -> None:
 
 
 def test_convnet_batched_equals_one_by_one_in_eval() -> None:
-    net = ConvNet(dim=32, depth=2, image_size=32).eval()
+    net = ConvNet(dim=32, stages=2, image_size=32).eval()
     x = torch.randn(3, 3, 32, 32)
     single = torch.cat([net(x[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(net(x), single, rtol=1e-5, atol=1e-5)
@@ -137,7 +137,7 @@ def test_convnet_position_table_and_other_sizes() -> None:
     torch.testing.assert_close(table[2], ys.cos())
     torch.testing.assert_close(table[4], xs.sin())
     torch.testing.assert_close(table[7], (xs / 100).cos())
-    net = ConvNet(dim=16, depth=2, image_size=32, norm="group", residual=False)
+    net = ConvNet(dim=16, stages=2, image_size=32, norm="group", residual=False)
     torch.testing.assert_close(net.pos_embed[0], sincos_2d(16, 8, 8))
     assert net(torch.randn(2, 3, 48, 32)).shape == (2, 12 * 8, 16)  # position table interpolated to 12 x 8
 
@@ -145,7 +145,7 @@ def test_convnet_position_table_and_other_sizes() -> None:
 def test_convnet_position_embedding_tells_left_from_right() -> None:
     """Cells whose receptive field stays inside a constant image see the same pixels: only the position table
     tells them apart (cells (3, 3) and (3, 4) of the 8 x 8 grid, 8 px apart)."""
-    net = ConvNet(dim=32, depth=3).eval()
+    net = ConvNet(dim=32, stages=3).eval()
     x = torch.full((1, 3, 64, 64), 0.5)
     tokens = rearrange(net(x), "b (h w) d -> b h w d", h=8)  # (1, 8, 8, D)
     assert (tokens[0, 3, 3] - tokens[0, 3, 4]).abs().max() > 0.1
@@ -329,7 +329,7 @@ def test_bad_arguments_raise(tmp_path) -> None:
         ImageEncoder.from_pretrained(3)
     with pytest.raises(ValueError, match="image_size"):
         ImageEncoder.from_pretrained("vit_tiny_patch16_224", image_size=-1)
-    with pytest.raises(TypeError, match="timm model, a transformers PreTrainedModel or a ConvNet"):
+    with pytest.raises(TypeError, match="must be a timm model .* or a transformers PreTrainedModel"):
         ImageEncoder(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="vision model"):
         ImageEncoder(
@@ -343,11 +343,44 @@ def test_bad_arguments_raise(tmp_path) -> None:
         ImageConfig(32, (0.5,) * 3, (0.5, 0.0, 0.5))
     with pytest.raises(ValueError, match="norm must be"):
         ConvNet(norm="layer")
-    with pytest.raises(ValueError, match="divisible by 2\\*\\*depth"):
-        ConvNet(image_size=60, depth=3)
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*stages"):
+        ConvNet(image_size=60, stages=3)
 
 
 def test_image_config_normalize_golden() -> None:
     cfg = ImageConfig(8, (0.5, 0.25, 0.0), (0.5, 0.25, 2.0))
     x = torch.ones(1, 3, 2, 2)
     torch.testing.assert_close(cfg.normalize(x)[0, :, 0, 0], torch.tensor([1.0, 3.0, 0.5]))
+
+
+def test_any_module_with_timms_interface_is_wrapped_like_convnet() -> None:
+    """ImageEncoder has no ConvNet special case: a look-alike module with timm's interface gets the same treatment."""
+
+    class LookAlike(torch.nn.Module):
+        num_features = 8
+        num_prefix_tokens = 0
+        has_class_token = False
+        pretrained_cfg = {"input_size": (3, 16, 16), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 4, stride=4)
+
+        def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).flatten(2).transpose(1, 2)  # (B, 16, 8)
+
+    enc = ImageEncoder(LookAlike())
+    assert enc.source == "native" and enc.dim == enc.out_dim == 8 and enc.num_prefix_tokens == 1
+    assert enc.image_config == ImageConfig(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    out = enc(torch.randn(2, 3, 16, 16))
+    assert out.tokens.shape == (2, 17, 8)
+    torch.testing.assert_close(out.cls, out.tokens[:, 1:].mean(1))  # prepended mean summary, as for ConvNet
+    net = ConvNet(dim=16, stages=2, image_size=32).eval()
+    assert net.num_features == 16 and not net.has_class_token and net.pretrained_cfg["input_size"] == (3, 32, 32)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(net.forward_features(x), net(x))
+    wrapped = ImageEncoder(net)
+    assert wrapped.image_config.size == 32 and wrapped.source == "native"
+    from vlblocks.encoders import TextEncoder
+
+    assert ImageEncoder.freeze is TextEncoder.freeze and ImageEncoder.unfreeze is TextEncoder.unfreeze  # one each

@@ -220,22 +220,24 @@ def test_fused_and_manual_attention_paths_agree() -> None:
         (dict(dim_image=32, dim_text=32, dim=0), "dim must be a positive int"),
         (dict(dim_image=32, dim_text=32, depth=0), "depth must be a positive int"),
         (dict(dim_image=32, dim_text=32, pool="max"), "pool must be one of"),
-        (dict(dim_image=32, dim_text=32, mlp_ratio=0.0), "mlp_ratio must be > 0"),
-        (dict(dim_image=32, dim_text=32, dropout=1.0), r"dropout must be in \[0, 1\)"),
+        (dict(dim_image=32, dim_text=32, mlp_ratio=0.0), "mlp_ratio must be a finite positive number"),
+        (dict(dim_image=32, dim_text=32, dropout=1.0), r"dropout must be a number in \[0, 1\)"),
+        (dict(dim_image=32, dim_text=32, heads=True), "heads must be a positive int, got True"),
     ],
 )
 def test_constructor_errors(kwargs: dict, match: str) -> None:
     di, dt = kwargs.pop("dim_image"), kwargs.pop("dim_text")
+    kwargs.setdefault("heads", 2)
     with pytest.raises(ValueError, match=match):
-        CoAttentionFusion(di, dt, heads=2, **kwargs)
+        CoAttentionFusion(di, dt, **kwargs)
 
 
 def test_layer_constructor_errors() -> None:
     with pytest.raises(ValueError, match="dim must be a positive int, got 2.5"):
         CoAttentionLayer(2.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="mlp_ratio must be > 0"):
+    with pytest.raises(ValueError, match="mlp_ratio must be a finite positive number"):
         CoAttentionLayer(32, heads=2, mlp_ratio=-1.0)
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\)"):
         CoAttentionLayer(32, heads=2, dropout=-0.1)
 
 
@@ -280,3 +282,21 @@ def test_token_summaries_are_masked_max_and_mean(summary: str) -> None:
 def test_summary_must_be_known() -> None:
     with pytest.raises(ValueError, match="summary must be one of"):
         CoAttentionFusion(48, 32, summary="attention")
+
+
+@pytest.mark.parametrize("summary", ["max", "mean"])
+def test_fully_padded_text_row_pools_to_zeros_and_the_head_stays_finite(summary: str) -> None:
+    """Regression (issue 7 item 10): summary="max" pooled -3.4e38 for a row without real text and the head gave NaN."""
+    from vlblocks.heads import MLPHead
+
+    image, text, text_mask = _inputs()
+    text_mask = text_mask.clone()
+    text_mask[1] = False  # question 1 is all padding
+    fusion = CoAttentionFusion(48, 32, dim=32, heads=2, summary=summary, encoder_skip=False).eval()
+    _perturb(fusion)
+    out = fusion(image, text, text_mask=text_mask)
+    assert torch.isfinite(out.pooled).all()
+    torch.testing.assert_close(out.pooled[1, 32:], torch.zeros(32))  # the text summary of the empty row
+    assert out.pooled[0, 32:].abs().sum() > 0  # control: a real row is not zero
+    logits = MLPHead(fusion.out_dim, 5, hidden_dim=16)(out.pooled)
+    assert torch.isfinite(logits).all()

@@ -63,7 +63,7 @@ def test_errors() -> None:
         ConcatFusion(48, None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="dim must be a positive int, got -3"):
         ConcatFusion(48, 32, dim=-3)
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\), got 1.5"):
         ConcatFusion(48, 32, dropout=1.5)
     fusion = ConcatFusion(48, 32, dim=24)
     image, text, text_mask = _inputs()

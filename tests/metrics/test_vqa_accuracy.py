@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from vlblocks.metrics import normalize_vqa_answer, vqa_accuracy, vqa_accuracy_by_type, vqa_question_accuracy
+from vlblocks.metrics import (
+    normalize_vqa_answer,
+    vqa_accuracy,
+    vqa_accuracy_by_type,
+    vqa_accuracy_per_question,
+    vqa_question_accuracy,
+)
 
 
 def humans(*groups: tuple[str, int]) -> list[str]:
@@ -139,11 +145,15 @@ def test_per_question_and_mean() -> None:
         humans(("two", 3), ("3", 7)),
         ["no"] * 10,
     ]
-    per = vqa_accuracy(preds, answers, per_question=True)
+    per = vqa_accuracy_per_question(preds, answers)
     assert per == pytest.approx([0.3, 0.6, 0.9, 0.0], abs=1e-12)
     assert vqa_accuracy(preds, answers) == pytest.approx(1.8 / 4, abs=1e-12)
     # batched equals one by one
     assert per == [vqa_question_accuracy(p, a) for p, a in zip(preds, answers)]
+    # one return type: vqa_accuracy is always a float, it has no per_question flag any more
+    assert type(vqa_accuracy(preds[:1], answers[:1])) is float
+    with pytest.raises(TypeError, match="per_question"):
+        vqa_accuracy(preds, answers, per_question=True)  # type: ignore[call-arg]
 
 
 def test_accuracy_by_type() -> None:
@@ -187,14 +197,14 @@ def test_real_vqav2_fixture(refdata) -> None:
     answers = [[x["answer"] for x in a["answers"]] for a in anns]
     assert ids == [458752000, 458752001, 458752002] and all(len(a) == 10 for a in answers)
     # Humans: q0 net x6 / netting / mesh / pitcher / orange; q1 pitcher x9 / catcher; q2 orange x10.
-    assert vqa_accuracy(["net", "pitcher", "orange"], answers, per_question=True) == [1.0, 1.0, 1.0]
-    per = vqa_accuracy(["netting", "catcher", "orange"], answers, per_question=True)
+    assert vqa_accuracy_per_question(["net", "pitcher", "orange"], answers) == [1.0, 1.0, 1.0]
+    per = vqa_accuracy_per_question(["netting", "catcher", "orange"], answers)
     assert per == pytest.approx([0.3, 0.3, 1.0], abs=1e-12)
     assert vqa_accuracy(["netting", "catcher", "orange"], answers) == pytest.approx(1.6 / 3, abs=1e-12)
     assert vqa_accuracy(["pitcher", "baseball", "blue"], answers) == pytest.approx(0.1, abs=1e-12)
     # Case / punctuation: normalised where the humans disagree (q0, q1), not where they all agree (q2).
-    official = vqa_accuracy(["The net.", "Pitcher", "Orange"], answers, per_question=True)
-    always = vqa_accuracy(["The net.", "Pitcher", "Orange"], answers, normalize="always", per_question=True)
+    official = vqa_accuracy_per_question(["The net.", "Pitcher", "Orange"], answers)
+    always = vqa_accuracy_per_question(["The net.", "Pitcher", "Orange"], answers, normalize="always")
     assert official == [1.0, 1.0, 0.0] and always == [1.0, 1.0, 1.0]
     types = [" ".join(questions[i].split()[:2]) for i in ids]
     by_type = vqa_accuracy_by_type(["netting", "catcher", "orange"], answers, types)

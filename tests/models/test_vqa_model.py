@@ -59,7 +59,7 @@ def _model(fusion: str = "coattention", return_mask: bool = True) -> VQAModel:
         fuse = CoAttentionFusion(48, 32, dim=40, heads=2, depth=2)
     else:
         fuse = ConcatFusion(48, 32, dim=32, dropout=0.0)
-    head = MLPHead(fuse.out_dim, C, hidden=32)
+    head = MLPHead(fuse.out_dim, C, hidden_dim=32)
     return VQAModel(ImageStub(), TextStub(return_mask=return_mask), fuse, head)
 
 
@@ -153,3 +153,15 @@ def test_image_index_encodes_each_image_once_and_matches_repeated_images() -> No
     assert calls == [2, 4]
     with pytest.raises(ValueError, match=r"image_index must have shape \(4,\)"):
         model(distinct, ids, mask, image_index=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize(("index", "bad"), [([0, 1, 1, -1], -1), ([0, 1, 2, 0], 2)])
+def test_image_index_outside_the_images_is_refused(index: list[int], bad: int) -> None:
+    """Regression (issue 7 item 10): image_index=-1 silently used the last image."""
+    model = _model().eval()
+    pixels, ids, mask = _batch()
+    with pytest.raises(ValueError, match=rf"image_index must lie in \[0, 2\) \(one of the 2 images\), got {bad}"):
+        model(pixels[:2], ids, mask, image_index=torch.tensor(index))
+    model(pixels[:2], ids, mask, image_index=torch.tensor([0, 1, 1, 0]))  # control: valid indices run
+    with pytest.raises(TypeError, match="image_index must be an integer tensor"):
+        model(pixels[:2], ids, mask, image_index=torch.tensor([0.0, 1.0, 1.0, 0.0]))

@@ -224,7 +224,7 @@ def test_fullgraph_compile_of_adapted_block() -> None:
         ({"dim": 8, "bottleneck": -3}, "bottleneck must be a positive int"),
         ({"dim": 8, "bottleneck": 2.5}, "bottleneck must be a positive int"),
         ({"dim": 8, "bottleneck": True}, "bottleneck must be a positive int"),
-        ({"dim": 8, "bottleneck": 4, "dropout": 1.0}, r"dropout must be a float in \[0, 1\), got 1.0"),
+        ({"dim": 8, "bottleneck": 4, "dropout": 1.0}, r"dropout must be a number in \[0, 1\), got 1.0"),
         ({"dim": 8, "bottleneck": 4, "dropout": -0.1}, "dropout must be"),
         ({"dim": 8, "bottleneck": 4, "act": "nope"}, "act must be one of"),
     ],
@@ -241,7 +241,7 @@ def test_apply_adapters_errors() -> None:
         apply_adapters(model, ["nothing", "here"], bottleneck=4)
     with pytest.raises(ValueError, match="bottleneck must be a positive int"):
         apply_adapters(model, targets, bottleneck=0)
-    with pytest.raises(ValueError, match="dim must be a positive int or None"):
+    with pytest.raises(ValueError, match="dim must be a positive int, got -1"):
         apply_adapters(model, targets, bottleneck=4, dim=-1)
     assert not any(isinstance(m, BottleneckAdapter) for m in model.modules())  # failures change nothing
     apply_adapters(model, targets, bottleneck=4)

@@ -1,13 +1,15 @@
 """A native tiny convolutional image encoder that learns fast from scratch on small synthetic images.
 
-`depth` stride-2 stages, each a strided conv + BatchNorm + GELU followed by a residual conv3x3 block (ResNet,
+`stages` stride-2 stages, each a strided conv + BatchNorm + GELU followed by a residual conv3x3 block (ResNet,
 He et al. 2016, "Deep Residual Learning"); the first stage is the stem, a 5x5 stride-2 conv on the pixels, so no
-layer runs at full resolution. A 64x64 image becomes an 8x8 grid of D-wide tokens with depth=3. A learned 2-D
+layer runs at full resolution. A 64x64 image becomes an 8x8 grid of D-wide tokens with stages=3. A learned 2-D
 position embedding (initialised with the 2-D sin-cos table of MAE, He et al. 2022) is added to the grid, so
 "left of" / "above" are knowable by any attention layer on top, and a final LayerNorm fixes the token scale.
-It is the default image encoder of the offline recipes (ShapesWorld): cheap on CPU and quick to train.
+It is the default image encoder of the offline recipes (ShapesWorld): cheap on CPU and quick to train. It exposes
+the interface `ImageEncoder` reads from timm models (`forward_features`, `num_features`, `num_prefix_tokens`,
+`has_class_token`, `pretrained_cfg`), so the encoder wraps it like any timm model.
 
-Shapes: B batch, C channels, H x W image, h x w token grid (H / 2**depth), N = h * w tokens, D width.
+Shapes: B batch, C channels, H x W image, h x w token grid (H / 2**stages), N = h * w tokens, D width.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from vlblocks._checks import check_choice, check_positive_int, check_tensor
+from vlblocks.utils import count_parameters
 
 __all__ = ["ConvNet", "sincos_2d"]
 
@@ -71,22 +76,26 @@ class ConvNet(nn.Module):
 
     Args:
         dim: token width D (channels of the last stage).
-        depth: number of stride-2 stages, the stem included; the token grid is H / 2**depth.
+        stages: number of stride-2 stages, the stem included; the token grid is H / 2**stages.
         in_chans: image channels C.
         image_size: the image side the position table is sized for; other sizes interpolate it.
         norm: "batch" (BatchNorm2d, fastest to train) or "group" (GroupNorm with one group, batch-independent).
         residual: add a residual conv3x3 block after each downsampling conv.
 
-    forward(x (B, C, H, W)) -> tokens (B, N, D) with N = (H / 2**depth) * (W / 2**depth).
+    forward(x (B, C, H, W)) -> tokens (B, N, D) with N = (H / 2**stages) * (W / 2**stages).
+
+    timm-style attributes: `num_features` (= D), `num_prefix_tokens` (0), `has_class_token` (False),
+    `pretrained_cfg` (input size and ImageNet mean / std), and `forward_features` (= `forward`).
     """
 
     num_prefix_tokens = 0
+    has_class_token = False
 
     def __init__(
         self,
         *,
         dim: int = 64,
-        depth: int = 3,
+        stages: int = 3,
         in_chans: int = 3,
         image_size: int = 64,
         norm: str = "batch",
@@ -95,26 +104,43 @@ class ConvNet(nn.Module):
         super().__init__()
         for name, value in (
             ("dim", dim),
-            ("depth", depth),
+            ("stages", stages),
             ("in_chans", in_chans),
             ("image_size", image_size),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if norm not in ("batch", "group"):
-            raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
-        if image_size % 2**depth:
-            raise ValueError(f"image_size must be divisible by 2**depth = {2**depth}, got {image_size!r}")
-        self.dim, self.depth, self.in_chans = dim, depth, in_chans
-        widths = [max(dim // 2 ** (depth - 1 - i), 8) for i in range(depth)]  # e.g. 16, 32, 64
+            check_positive_int(name, value)
+        check_choice("norm", norm, ("batch", "group"))
+        if image_size % 2**stages:
+            raise ValueError(f"image_size must be divisible by 2**stages = {2**stages}, got {image_size!r}")
+        self.dim, self.stages, self.in_chans, self.image_size = dim, stages, in_chans, image_size
+        widths = [max(dim // 2 ** (stages - 1 - i), 8) for i in range(stages)]  # e.g. 16, 32, 64
         widths[-1] = dim
         self.stem = _Stage(in_chans, widths[0], kernel=5, norm=norm, residual=residual)
         self.stages = nn.ModuleList(
-            _Stage(widths[i], widths[i + 1], norm=norm, residual=residual) for i in range(depth - 1)
+            _Stage(widths[i], widths[i + 1], norm=norm, residual=residual) for i in range(stages - 1)
         )
-        grid = image_size // 2**depth
+        grid = image_size // 2**stages
         self.pos_embed = nn.Parameter(sincos_2d(dim, grid, grid)[None])  # (1, D, h, w)
         self.norm = nn.LayerNorm(dim)
+
+    @property
+    def num_features(self) -> int:
+        """Token width D (timm's name)."""
+        return self.dim
+
+    @property
+    def out_dim(self) -> int:
+        """Token width D."""
+        return self.dim
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """timm-style data config: the input size the position table is sized for and ImageNet mean / std."""
+        return {
+            "input_size": (self.in_chans, self.image_size, self.image_size),
+            "mean": (0.485, 0.456, 0.406),
+            "std": (0.229, 0.224, 0.225),
+        }
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -127,8 +153,13 @@ class ConvNet(nn.Module):
             return self.pos_embed
         return F.interpolate(self.pos_embed, size=(h, w), mode="bilinear", align_corners=False)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, N, D) tokens in row-major grid order (timm's name; same as `forward`)."""
+        return self.forward(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, N, D) tokens in row-major grid order."""
+        check_tensor("x", x, dtype="float")
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"x must have shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
         x = self.stem(x.contiguous(memory_format=torch.channels_last))  # NHWC convs are faster on CPU
@@ -139,9 +170,6 @@ class ConvNet(nn.Module):
         return self.norm(tokens)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, depth={self.depth}, grid={self.grid_size}, params={_count(self)}"
-
-
-def _count(module: nn.Module) -> str:
-    n = sum(p.numel() for p in module.parameters())
-    return f"{n / 1e3:.1f}k" if n < 1e6 else f"{n / 1e6:.2f}M"
+        n = count_parameters(self).total
+        params = f"{n / 1e3:.1f}k" if n < 1e6 else f"{n / 1e6:.2f}M"
+        return f"dim={self.dim}, stages={self.stages}, grid={self.grid_size}, params={params}"

@@ -24,17 +24,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from vlblocks._checks import check_choice, check_finite_number, check_positive_int, check_tensor
 from vlblocks.encoders.convnet import ConvNet
-from vlblocks.encoders.loading import (
-    accepts,
-    check_positive_int,
-    freeze_parameters,
-    hf_unused_parameters,
-    is_hf_model,
-    load_hf_tower,
-    resolve_local,
-    set_trainable,
-)
+from vlblocks.encoders.freezing import FreezableEncoder
+from vlblocks.encoders.loading import accepts, hf_unused_parameters, is_hf_model, load_hf_tower, resolve_local
 from vlblocks.encoders.output import EncoderOutput
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ImageConfig", "ImageEncoder"]
@@ -66,7 +59,10 @@ class ImageConfig:
     def __post_init__(self) -> None:
         check_positive_int("size", self.size)
         for name in ("mean", "std"):
-            value = tuple(float(v) for v in getattr(self, name))
+            raw = getattr(self, name)
+            if isinstance(raw, (str, bytes)) or not hasattr(raw, "__len__"):
+                raise TypeError(f"{name} must be a sequence of 3 numbers, got {type(raw).__name__}")
+            value = tuple(check_finite_number(f"{name}[{i}]", v) for i, v in enumerate(raw))
             if len(value) != 3:
                 raise ValueError(
                     f"{name} must have 3 values (one per RGB channel), got {getattr(self, name)!r}"
@@ -82,17 +78,19 @@ class ImageConfig:
         return (x - mean) / std
 
 
-class ImageEncoder(nn.Module):
-    """Wrap a timm model, an HF vision model or a native `ConvNet`; forward gives an `EncoderOutput`.
+class ImageEncoder(FreezableEncoder):
+    """Wrap a timm model (or any module with timm's interface, such as `ConvNet`) or an HF vision model.
 
     Args:
-        model: a timm model (`forward_features` -> (B, N, D) tokens or a (B, D, h, w) map), an HF vision
-            `PreTrainedModel` (`last_hidden_state`, [CLS] first) or a `ConvNet`.
+        model: a timm-style model (`forward_features` -> (B, N, D) tokens or a (B, D, h, w) map, `num_features`,
+            optionally `num_prefix_tokens`, `has_class_token`, `pretrained_cfg`), such as a timm model or the
+            native `ConvNet`, or an HF vision `PreTrainedModel` (`last_hidden_state`, [CLS] first).
         image_config: the preprocessing; default from the model (timm data config, HF config, ImageNet stats).
 
     Attributes:
         dim: token width D. num_prefix_tokens: [CLS] + register (+ prepended mean) tokens before the patches.
-        image_config: `ImageConfig`. model: the wrapped module. source: "timm", "hf" or "native".
+        image_config: `ImageConfig`. model: the wrapped module. source: "hf", "timm" (a timm class) or "native"
+        (another module with timm's interface, e.g. `ConvNet`).
     """
 
     def __init__(self, model: nn.Module, *, image_config: ImageConfig | None = None) -> None:
@@ -107,19 +105,16 @@ class ImageEncoder(nn.Module):
         self._interpolate = self._nhwc = False
         if is_hf_model(model):
             default = self._init_hf(model)
-        elif isinstance(model, ConvNet):
-            self.source, self.dim, self.in_chans = "native", model.dim, model.in_chans
-            self._model_prefix, self._prepend_mean = 0, True
-            default = ImageConfig(model.grid_size[0] * 2**model.depth, IMAGENET_MEAN, IMAGENET_STD)
-        elif callable(getattr(model, "forward_features", None)):
+        elif callable(getattr(model, "forward_features", None)) and hasattr(model, "num_features"):
             default = self._init_timm(model)
         else:
             raise TypeError(
-                f"model must be a timm model, a transformers PreTrainedModel or a ConvNet, got {type(model).__name__}"
+                "model must be a timm model (or a module with forward_features and num_features, like ConvNet) "
+                f"or a transformers PreTrainedModel, got {type(model).__name__}"
             )
         self.image_config = image_config or default
         self.num_prefix_tokens = self._model_prefix + int(self._prepend_mean)
-        freeze_parameters(self, self._unused)
+        self._freeze_unused()
 
     def _init_hf(self, model: nn.Module) -> ImageConfig:
         config = model.config
@@ -140,7 +135,8 @@ class ImageEncoder(nn.Module):
         return _hf_default_config(config)
 
     def _init_timm(self, model: nn.Module) -> ImageConfig:
-        self.source, self.dim = "timm", int(model.num_features)
+        self.source = "timm" if type(model).__module__.startswith("timm.") else "native"
+        self.dim = int(model.num_features)
         self.in_chans = next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), 3)
         self._model_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
         self._prepend_mean = not getattr(model, "has_class_token", self._model_prefix > 0)
@@ -148,30 +144,9 @@ class ImageEncoder(nn.Module):
         return _timm_image_config(model)
 
     @property
-    def frozen(self) -> bool:
-        """True after `freeze()` until `unfreeze()`."""
-        return self._frozen
-
-    def freeze(self) -> ImageEncoder:
-        """Make every parameter non-trainable and keep the wrapped model in eval mode (dropout off, norm
-        statistics fixed), also through later `.train()` calls. Returns self."""
-        set_trainable(self, False)
-        self._frozen = True
-        self.model.eval()
-        return self
-
-    def unfreeze(self) -> ImageEncoder:
-        """Undo `freeze()`: parameters trainable again (except ones the output never uses). Returns self."""
-        set_trainable(self, True, skip=self._unused)
-        self._frozen = False
-        self.model.train(self.training)
-        return self
-
-    def train(self, mode: bool = True) -> ImageEncoder:
-        super().train(mode)
-        if self._frozen:
-            self.model.eval()
-        return self
+    def out_dim(self) -> int:
+        """Token width D (= `dim`)."""
+        return self.dim
 
     def forward(self, pixel_values: torch.Tensor) -> EncoderOutput:
         """(B, C, H, W) normalised pixels -> EncoderOutput(tokens (B, N, D), mask None, cls (B, D))."""
@@ -185,11 +160,7 @@ class ImageEncoder(nn.Module):
                 kwargs["interpolate_pos_encoding"] = True
             tokens = self.model(pixel_values=pixel_values, **kwargs).last_hidden_state  # (B, N, D)
         else:
-            feats = (
-                self.model(pixel_values)
-                if self.source == "native"
-                else self.model.forward_features(pixel_values)
-            )
+            feats = self.model.forward_features(pixel_values)
             if feats.ndim == 4:
                 pattern = "b h w d -> b (h w) d" if self._nhwc else "b d h w -> b (h w) d"
                 feats = rearrange(feats, pattern)  # (B, h*w, D)
@@ -260,8 +231,7 @@ class ImageEncoder(nn.Module):
         "vit" (timm VisionTransformer), "dinov2" (HF Dinov2Model), "hf-vit" (HF ViTModel) or "clip"
         (HF CLIPVisionModel). The image statistics are those of the real model family.
         """
-        if kind not in _TINY_KINDS:
-            raise ValueError(f"kind must be one of {_TINY_KINDS}, got {kind!r}")
+        check_choice("kind", kind, _TINY_KINDS)
         for name, value in (("image_size", image_size), ("dim", dim), ("depth", depth), ("heads", heads)):
             check_positive_int(name, value)
         check_positive_int("patch_size", patch_size)
@@ -271,7 +241,7 @@ class ImageEncoder(nn.Module):
             stages = patch_size.bit_length() - 1
             if patch_size != 2**stages or stages == 0:
                 raise ValueError(f"patch_size must be a power of 2 >= 2 for kind='cnn', got {patch_size}")
-            return cls(ConvNet(dim=dim, depth=stages, image_size=image_size))
+            return cls(ConvNet(dim=dim, stages=stages, image_size=image_size))
         if dim % heads:
             raise ValueError(f"dim must be divisible by heads={heads}, got {dim}")
         model, image_config = _tiny_transformer(kind, image_size, dim, depth, heads, patch_size)
@@ -305,6 +275,8 @@ def _tiny_transformer(kind: str, size: int, dim: int, depth: int, heads: int, pa
 def _check_pixels(pixel_values: object, in_chans: int) -> None:
     if not isinstance(pixel_values, torch.Tensor):
         raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if pixel_values.ndim == 4:
+        check_tensor("pixel_values", pixel_values)  # an empty batch (B = 0) is named
     if pixel_values.ndim != 4:
         raise ValueError(f"pixel_values must have rank 4 (B, C, H, W), got shape {tuple(pixel_values.shape)}")
     if pixel_values.shape[1] != in_chans:
@@ -350,6 +322,10 @@ def _create_timm(name: str, *, pretrained: bool, image_size: int | None, **kwarg
 
 
 def _timm_image_config(model: nn.Module) -> ImageConfig:
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not type(model).__module__.startswith("timm.") and isinstance(cfg, dict):
+        # a native module with timm's interface (ConvNet): read its data config without importing timm
+        return ImageConfig(int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]))
     from timm.data import resolve_data_config
 
     data = resolve_data_config({}, model=model)

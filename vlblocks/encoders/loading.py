@@ -1,4 +1,4 @@
-"""Helpers shared by the image and text encoder wrappers: argument checks, trainability, and HF loading.
+"""Helpers shared by the image and text encoder wrappers: HF model detection and loading.
 
 Loading never runs code from a checkpoint (`trust_remote_code` is refused) and resolves local folders before
 hub ids, so tests load tiny models saved with `save_pretrained` from a temporary folder.
@@ -16,20 +16,11 @@ from torch import nn
 
 __all__ = [
     "accepts",
-    "check_positive_int",
-    "freeze_parameters",
     "hf_unused_parameters",
     "is_hf_model",
     "load_hf_tower",
     "resolve_local",
-    "set_trainable",
 ]
-
-
-def check_positive_int(name: str, value: object) -> None:
-    """Raise ValueError unless `value` is a positive int (bools refused)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def is_hf_model(model: object) -> bool:
@@ -55,19 +46,6 @@ def hf_unused_parameters(model: nn.Module, modules: tuple[str, ...] = ()) -> fro
         if "pooler" in parts or parts[-1] == "mask_token" or any(m in parts for m in modules):
             unused.add(f"model.{name}")
     return frozenset(unused)
-
-
-def freeze_parameters(module: nn.Module, names: frozenset[str]) -> None:
-    """Set requires_grad=False on the parameters of `module` named in `names`; leave the others as they are."""
-    for name, param in module.named_parameters():
-        if name in names:
-            param.requires_grad_(False)
-
-
-def set_trainable(module: nn.Module, trainable: bool, *, skip: frozenset[str] = frozenset()) -> None:
-    """Set requires_grad on every parameter of `module` except the names in `skip` (those stay frozen)."""
-    for name, param in module.named_parameters():
-        param.requires_grad_(trainable and name not in skip)
 
 
 def resolve_local(name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> tuple[str, Path | None]:

@@ -18,16 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlblocks.encoders.loading import (
-    accepts,
-    check_positive_int,
-    freeze_parameters,
-    hf_unused_parameters,
-    is_hf_model,
-    load_hf_tower,
-    resolve_local,
-    set_trainable,
-)
+from vlblocks._checks import check_choice, check_positive_int, check_tensor
+from vlblocks.encoders.freezing import FreezableEncoder
+from vlblocks.encoders.loading import accepts, hf_unused_parameters, is_hf_model, load_hf_tower, resolve_local
 from vlblocks.encoders.output import EncoderOutput
 
 __all__ = ["TextEncoder"]
@@ -36,7 +29,7 @@ _TINY_KINDS = ("bert", "roberta", "clip")
 _EOS_SUMMARY = ("clip_text_model",)  # causal towers whose summary is the pooled end-of-text token
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(FreezableEncoder):
     """Wrap an HF text model (and its tokenizer); forward gives an `EncoderOutput`.
 
     Args:
@@ -62,32 +55,17 @@ class TextEncoder(nn.Module):
         self.num_prefix_tokens = int(self._eos_summary)
         self._frozen = False
         self._unused = hf_unused_parameters(model)
-        freeze_parameters(self, self._unused)
+        self._freeze_unused()
 
     @property
-    def frozen(self) -> bool:
-        """True after `freeze()` until `unfreeze()`."""
-        return self._frozen
+    def out_dim(self) -> int:
+        """Token width D (= `dim`)."""
+        return self.dim
 
-    def freeze(self) -> TextEncoder:
-        """Make every parameter non-trainable and keep the model in eval mode (also through `.train()`). Returns self."""
-        set_trainable(self, False)
-        self._frozen = True
-        self.model.eval()
-        return self
-
-    def unfreeze(self) -> TextEncoder:
-        """Undo `freeze()` (parameters the output never uses, such as a pooler, stay frozen). Returns self."""
-        set_trainable(self, True, skip=self._unused)
-        self._frozen = False
-        self.model.train(self.training)
-        return self
-
-    def train(self, mode: bool = True) -> TextEncoder:
-        super().train(mode)
-        if self._frozen:
-            self.model.eval()
-        return self
+    @property
+    def vocab_size(self) -> int:
+        """Number of rows of the input embedding: valid token ids are in [0, vocab_size)."""
+        return int(self.model.get_input_embeddings().num_embeddings)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
         """input_ids (B, T) int, attention_mask (B, T) 1 / True on real tokens (None: all real).
@@ -95,7 +73,7 @@ class TextEncoder(nn.Module):
         Returns:
             EncoderOutput(tokens (B, N, D), mask (B, N) bool or None, cls (B, D) = tokens[:, 0]).
         """
-        _check_ids(input_ids, attention_mask)
+        _check_ids(input_ids, attention_mask, self.vocab_size)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         tokens = out.last_hidden_state  # (B, T, D)
         mask = None if attention_mask is None else attention_mask.bool()
@@ -158,8 +136,7 @@ class TextEncoder(nn.Module):
         max_positions + 2 position embeddings, or more for a pad id above 1) or "clip" (CLIPTextModel: causal,
         its end-of-text id is the tokenizer's sep / eos token). No pooler is built.
         """
-        if kind not in _TINY_KINDS:
-            raise ValueError(f"kind must be one of {_TINY_KINDS}, got {kind!r}")
+        check_choice("kind", kind, _TINY_KINDS)
         for name, value in (
             ("dim", dim),
             ("depth", depth),
@@ -209,13 +186,19 @@ def _tiny_model(kind: str, common: dict, tokenizer: Any, max_positions: int) -> 
     return tf.CLIPTextModel(config)
 
 
-def _check_ids(input_ids: object, attention_mask: object) -> None:
+def _check_ids(input_ids: object, attention_mask: object, vocab_size: int) -> None:
+    """Types, shapes, a non-empty batch, and ids inside the vocabulary (an embedding lookup would fail obscurely)."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must have rank 2 (B, T), got shape {tuple(input_ids.shape)}")
-    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-        raise TypeError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
+    check_tensor("input_ids", input_ids, dtype="int")  # integer, non-empty batch
+    if input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must hold at least one token per row, got shape {tuple(input_ids.shape)}")
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"input_ids must lie in [0, {vocab_size}) (the vocabulary), got id {bad}")
     if attention_mask is None:
         return
     if not isinstance(attention_mask, torch.Tensor):

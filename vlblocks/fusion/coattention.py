@@ -18,6 +18,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vlblocks._checks import (
+    check_choice,
+    check_dropout,
+    check_positive_int,
+    check_positive_number,
+    check_tensor,
+)
 from vlblocks.fusion.output import FusionOutput
 from vlblocks.layers import Attention, Mlp
 
@@ -60,11 +67,9 @@ class CoAttentionLayer(nn.Module):
         self_attn: bool = False,
     ) -> None:
         super().__init__()
-        _check_positive_int("dim", dim)
-        if not mlp_ratio > 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_positive_int("dim", dim)
+        check_positive_number("mlp_ratio", mlp_ratio)
+        check_dropout("dropout", dropout)
         self.dim, self.shared_cross, self.self_attn = dim, shared_cross, self_attn
 
         def attention() -> Attention:
@@ -83,6 +88,11 @@ class CoAttentionLayer(nn.Module):
         self.image_mlp = Mlp(dim, mlp_ratio=mlp_ratio, dropout=dropout)
         self.text_mlp_norm = nn.LayerNorm(dim)
         self.text_mlp = Mlp(dim, mlp_ratio=mlp_ratio, dropout=dropout)
+
+    @property
+    def out_dim(self) -> int:
+        """Token width of both output streams (= `dim`)."""
+        return self.dim
 
     @property
     def cross_attentions(self) -> tuple[Attention, Attention]:
@@ -142,7 +152,8 @@ class CoAttentionFusion(nn.Module):
         pool: "concat" -> (B, 2D), "add" -> (B, D) sum, "mean" -> (B, D) average of the two [CLS] tokens.
         encoder_skip: add the encoders' (projected) [CLS] to the fused [CLS] before pooling.
         summary: what stands for each stream before pooling: "cls" its [CLS] token (ViLBERT / LXMERT), "max" or
-            "mean" over its real tokens (masked). "max" gives every question-conditioned image token a direct path
+            "mean" over its real tokens (masked; a stream with no real token, such as a fully padded text row,
+            summarises to zeros). "max" gives every question-conditioned image token a direct path
             to the answer ("is there a blue triangle" is a max over locations), which trains much faster from
             scratch than routing everything through the [CLS] tokens' attention.
     """
@@ -165,15 +176,13 @@ class CoAttentionFusion(nn.Module):
         summary: str = "cls",
     ) -> None:
         super().__init__()
-        _check_positive_int("dim_image", dim_image)
-        _check_positive_int("dim_text", dim_text)
+        check_positive_int("dim_image", dim_image)
+        check_positive_int("dim_text", dim_text)
         dim = dim_text if dim is None else dim
-        _check_positive_int("dim", dim)
-        _check_positive_int("depth", depth)
-        if pool not in _POOLS:
-            raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
-        if summary not in _SUMMARIES:
-            raise ValueError(f"summary must be one of {_SUMMARIES}, got {summary!r}")
+        check_positive_int("dim", dim)
+        check_positive_int("depth", depth)
+        check_choice("pool", pool, _POOLS)
+        check_choice("summary", summary, _SUMMARIES)
         self.dim_image, self.dim_text, self.dim = dim_image, dim_text, dim
         self.pool, self.encoder_skip, self.summary = pool, encoder_skip, summary
         self.image_proj = nn.Linear(dim_image, dim) if dim_image != dim else nn.Identity()
@@ -245,20 +254,19 @@ class CoAttentionFusion(nn.Module):
 
 
 def _summarise(tokens: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
-    """(B, N, D) tokens -> (B, D): the [CLS] token, or the max / mean over real tokens (mask (B, N) True)."""
+    """(B, N, D) tokens -> (B, D): the [CLS] token, or the max / mean over real tokens (mask (B, N) True).
+
+    A row without any real token gives zeros for "max" and "mean" (never the dtype's minimum or NaN).
+    """
     if how == "cls":
         return tokens[:, 0]
     if mask is None:
         return tokens.amax(dim=1) if how == "max" else tokens.mean(dim=1)
     keep = mask[..., None]  # (B, N, 1)
     if how == "max":
-        return tokens.masked_fill(~keep, torch.finfo(tokens.dtype).min).amax(dim=1)
+        pooled = tokens.masked_fill(~keep, torch.finfo(tokens.dtype).min).amax(dim=1)  # (B, D)
+        return pooled.masked_fill(~mask.any(dim=1, keepdim=True), 0.0)  # empty rows -> 0
     return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _check_streams(
@@ -270,6 +278,8 @@ def _check_streams(
     dim_text: int,
 ) -> None:
     """Validate the shapes of the two token streams and their optional masks."""
+    check_tensor("image_tokens", image_tokens, dtype="float", nonempty=False)
+    check_tensor("text_tokens", text_tokens, dtype="float", nonempty=False)
     if image_tokens.dim() != 3 or image_tokens.shape[-1] != dim_image:
         raise ValueError(
             f"image_tokens must have shape (B, Ni, {dim_image}), got {tuple(image_tokens.shape)}"
@@ -287,6 +297,8 @@ def _check_streams(
     ):
         if mask is None:
             continue
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{name} must be a bool tensor (True = real token) or None, got {type(mask).__name__}")
         if mask.dtype != torch.bool:
             raise TypeError(f"{name} must be a bool tensor (True = real token), got dtype {mask.dtype}")
         if tuple(mask.shape) != tuple(tokens.shape[:2]):

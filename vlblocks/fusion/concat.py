@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vlblocks.fusion.coattention import _check_positive_int, _check_streams
+from vlblocks._checks import check_dropout, check_positive_int
+from vlblocks.fusion.coattention import _check_streams
 from vlblocks.fusion.output import FusionOutput
 
 __all__ = ["ConcatFusion"]
@@ -31,11 +32,10 @@ class ConcatFusion(nn.Module):
 
     def __init__(self, dim_image: int, dim_text: int, *, dim: int = 512, dropout: float = 0.1) -> None:
         super().__init__()
-        _check_positive_int("dim_image", dim_image)
-        _check_positive_int("dim_text", dim_text)
-        _check_positive_int("dim", dim)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_positive_int("dim_image", dim_image)
+        check_positive_int("dim_text", dim_text)
+        check_positive_int("dim", dim)
+        check_dropout("dropout", dropout)
         self.dim_image, self.dim_text, self.dim = dim_image, dim_text, dim
         self.fc1 = nn.Linear(dim_image + dim_text, dim)
         self.act = nn.LeakyReLU()

@@ -4,10 +4,12 @@ Scaled dot-product attention (Vaswani et al. 2017). Two paths compute the same f
 
 - fused: `F.scaled_dot_product_attention` (flash / memory-efficient kernels where available);
 - manual: `softmax(q k^T * scale + bias)`, whose probabilities pass through the named identity submodule
-  `attn_probs`, so a forward hook on it captures them (see `vlblocks.hooks`).
+  `attn_probs`, so a forward hook on it captures them.
 
-`self.fused` picks the path; hooks switch it per module. Masks are booleans where True means "may attend".
-A query row whose keys are all masked outputs zeros (never NaN) on both paths.
+`self.fused` picks the path, per module. Masks are booleans where True means "may attend", or
+floats added to the scores, where `-inf` means "masked" exactly as False does; integer masks are refused (a 0/1 HF
+mask must be converted with `.bool()`, never added). A query row whose keys are all masked outputs zeros (never
+NaN) on both paths, forward and backward.
 
 Shapes: B batch, Nq query tokens, Nk key tokens, D width (`dim`), Dc context width (`dim_context`),
 H heads, Dh head width (`dim_head`), L cache length.
@@ -19,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from vlblocks._checks import check_dropout, check_positive_int, check_tensor
 
 __all__ = ["Attention", "KVCache"]
 
@@ -42,11 +46,8 @@ class KVCache:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if min(batch, heads, max_len, dim_head) <= 0:
-            raise ValueError(
-                f"KVCache sizes must be positive, got batch={batch}, heads={heads}, "
-                f"max_len={max_len}, dim_head={dim_head}"
-            )
+        for name, value in (("batch", batch), ("heads", heads), ("max_len", max_len), ("dim_head", dim_head)):
+            check_positive_int(name, value)
         self.k = torch.zeros(batch, heads, max_len, dim_head, device=device, dtype=dtype)  # (B, H, L, Dh)
         self.v = torch.zeros_like(self.k)  # (B, H, L, Dh)
 
@@ -97,20 +98,18 @@ class Attention(nn.Module):
         fused: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(dim, int) or dim <= 0:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        if not isinstance(heads, int) or heads <= 0:
-            raise ValueError(f"heads must be a positive int, got {heads!r}")
+        check_positive_int("dim", dim)
+        check_positive_int("heads", heads)
         if dim_head is None:
             if dim % heads != 0:
                 raise ValueError(f"dim ({dim}) must be divisible by heads ({heads}) when dim_head is None")
             dim_head = dim // heads
-        if dim_head <= 0:
-            raise ValueError(f"dim_head must be a positive int, got {dim_head!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_positive_int("dim_head", dim_head)
+        if dim_context is not None:
+            check_positive_int("dim_context", dim_context)
+        dropout = check_dropout("dropout", dropout)
         self.dim, self.heads, self.dim_head = dim, heads, dim_head
-        self.dim_context = dim_context or dim
+        self.dim_context = dim if dim_context is None else dim_context
         self.causal, self.fused, self.dropout = causal, fused, dropout
         self.scale = dim_head**-0.5
         inner = heads * dim_head
@@ -120,6 +119,11 @@ class Attention(nn.Module):
         self.attn_probs = nn.Identity()  # manual path: (B, H, Nq, Nk) probabilities pass through here
         self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(dropout)
+
+    @property
+    def out_dim(self) -> int:
+        """Output width (= `dim`)."""
+        return self.dim
 
     def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (B, H, Nk, Dh) of a context (B, Nk, Dc); compute once, reuse across decode steps."""
@@ -144,7 +148,8 @@ class Attention(nn.Module):
             x: queries (B, Nq, D).
             context: keys/values input (B, Nk, Dc); None for self-attention.
             mask: (B, Nk) bool, True where the key is a real token (key padding).
-            attn_mask: (Nq, Nk), (B, Nq, Nk) or (B, H, Nq, Nk); bool (True = may attend) or float (added to scores).
+            attn_mask: (Nq, Nk), (B, Nq, Nk) or (B, H, Nq, Nk); bool (True = may attend) or float (added to the
+                scores; -inf masks the key like False). Integer masks raise TypeError (use `.bool()`).
             context_kv: precomputed `project_context(context)`, used instead of `context`.
             kv_cache: self-attention cache; requires `positions`, the absolute positions (Nq,) of x's tokens.
                 Keys are then the cache (L of them) and a key is visible when its position <= the query's.
@@ -153,6 +158,13 @@ class Attention(nn.Module):
             (B, Nq, D).
         """
         self._check_inputs(x, context, kv_cache, positions)
+        if context is None and context_kv is None and self.dim_context != self.dim:
+            raise ValueError(
+                f"context (B, Nk, {self.dim_context}) is required: this is a cross-attention layer "
+                f"(dim_context={self.dim_context} != dim={self.dim})"
+            )
+        if attn_mask is not None:
+            attn_mask = _check_attn_mask(attn_mask)
         q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)  # (B, H, Nq, Dh)
         if context_kv is not None:
             k, v = context_kv
@@ -174,7 +186,9 @@ class Attention(nn.Module):
             bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
             bias.masked_fill_(~allowed, torch.finfo(q.dtype).min)
         if attn_mask is not None and attn_mask.dtype != torch.bool:
+            # -inf entries were folded into `allowed` (so dead rows become zeros); the rest is a finite bias
             extra = _as_4d(attn_mask).to(q.dtype)
+            extra = extra.masked_fill(torch.isneginf(extra), 0.0)
             bias = extra if bias is None else (bias + extra).clamp(min=torch.finfo(q.dtype).min)
 
         if self.fused:
@@ -235,8 +249,13 @@ class Attention(nn.Module):
         elif causal:
             visible = torch.ones(nq, nk, dtype=torch.bool, device=q.device).tril(diagonal=nk - nq)
             allowed = _and(allowed, visible[None, None])
-        if attn_mask is not None and attn_mask.dtype == torch.bool:
-            allowed = _and(allowed, _as_4d(attn_mask))
+        if attn_mask is not None:
+            if attn_mask.shape[-2:] != (nq, nk):
+                raise ValueError(
+                    f"attn_mask must end with (Nq, Nk) = ({nq}, {nk}), got shape {tuple(attn_mask.shape)}"
+                )
+            visible = attn_mask if attn_mask.dtype == torch.bool else ~torch.isneginf(attn_mask)
+            allowed = _and(allowed, _as_4d(visible))
         return allowed
 
     def _check_inputs(
@@ -246,17 +265,34 @@ class Attention(nn.Module):
         kv_cache: KVCache | None,
         positions: torch.Tensor | None,
     ) -> None:
+        check_tensor("x", x, dtype="float", nonempty=False)
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
-        if context is not None and (context.dim() != 3 or context.shape[-1] != self.dim_context):
-            raise ValueError(
-                f"context must have shape (B, N, {self.dim_context}), got {tuple(context.shape)}"
-            )
+        if context is not None:
+            check_tensor("context", context, dtype="float", nonempty=False)
+            if context.dim() != 3 or context.shape[-1] != self.dim_context:
+                raise ValueError(
+                    f"context must have shape (B, N, {self.dim_context}), got {tuple(context.shape)}"
+                )
+            if context.shape[0] != x.shape[0]:
+                raise ValueError(f"context must have the batch size of x ({x.shape[0]}), got {context.shape[0]}")
         if kv_cache is not None and positions is None:
             raise ValueError("positions (Nq,) is required when kv_cache is given")
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, dim_head={self.dim_head}, causal={self.causal}, fused={self.fused}"
+
+
+def _check_attn_mask(attn_mask: object) -> torch.Tensor:
+    """A bool or floating-point tensor; integer 0/1 masks (HF's convention) are refused, never added as a bias."""
+    if not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
+    if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+        raise TypeError(
+            "attn_mask must be a bool tensor (True = may attend) or a floating-point bias, got dtype "
+            f"{attn_mask.dtype}; convert a 0/1 mask with attn_mask.bool()"
+        )
+    return attn_mask
 
 
 def _as_4d(mask: torch.Tensor) -> torch.Tensor:

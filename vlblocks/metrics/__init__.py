@@ -12,6 +12,7 @@ from vlblocks.metrics.vqa import (
     normalize_vqa_answer,
     vqa_accuracy,
     vqa_accuracy_by_type,
+    vqa_accuracy_per_question,
     vqa_question_accuracy,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "retrieval_recall",
     "vqa_accuracy",
     "vqa_accuracy_by_type",
+    "vqa_accuracy_per_question",
     "vqa_question_accuracy",
 ]

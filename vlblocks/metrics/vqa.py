@@ -31,6 +31,7 @@ __all__ = [
     "normalize_vqa_answer",
     "vqa_accuracy",
     "vqa_accuracy_by_type",
+    "vqa_accuracy_per_question",
     "vqa_question_accuracy",
 ]
 
@@ -235,29 +236,43 @@ def _validate(predictions: Sequence[str], answers: Sequence[Sequence[str]], norm
             raise ValueError(f"answers[{i}] must be a non-empty list of str, got {gts!r}")
 
 
-def vqa_accuracy(
+def vqa_accuracy_per_question(
     predictions: Sequence[str],
     answers: Sequence[Sequence[str]],
     *,
     normalize: str = "official",
-    per_question: bool = False,
-) -> float | list[float]:
-    """VQA accuracy of N predictions (the official leave-one-human-out formula).
+) -> list[float]:
+    """The N per-question VQA accuracies (the official leave-one-human-out formula), in input order.
 
     Args:
         predictions: N predicted answers.
         answers: N lists of human answers (N x 10 for VQA v2).
         normalize: ``"official"`` (current official evaluator) or ``"always"`` (2017 evaluator / LAVIS).
-        per_question: return the N per-question accuracies instead of their mean.
 
     Returns:
-        The mean accuracy as a fraction in [0, 1] (the evaluator prints ``100 *`` this, rounded to 2 digits),
-        or a list of N per-question accuracies.
+        N accuracies in [0, 1].
     """
     _validate(predictions, answers, normalize)
-    accs = [vqa_question_accuracy(p, a, normalize=normalize) for p, a in zip(predictions, answers)]
-    if per_question:
-        return accs
+    return [vqa_question_accuracy(p, a, normalize=normalize) for p, a in zip(predictions, answers)]
+
+
+def vqa_accuracy(
+    predictions: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    *,
+    normalize: str = "official",
+) -> float:
+    """Mean VQA accuracy of N predictions (per-question values: `vqa_accuracy_per_question`).
+
+    Args:
+        predictions: N predicted answers.
+        answers: N lists of human answers (N x 10 for VQA v2).
+        normalize: ``"official"`` (current official evaluator) or ``"always"`` (2017 evaluator / LAVIS).
+
+    Returns:
+        The mean accuracy as a fraction in [0, 1] (the evaluator prints ``100 *`` this, rounded to 2 digits).
+    """
+    accs = vqa_accuracy_per_question(predictions, answers, normalize=normalize)
     return float(sum(accs)) / len(accs)
 
 
@@ -283,7 +298,7 @@ def vqa_accuracy_by_type(
         raise ValueError(
             f"types must have the same length as predictions ({len(predictions)}), got {len(types)}"
         )
-    accs = vqa_accuracy(predictions, answers, normalize=normalize, per_question=True)
+    accs = vqa_accuracy_per_question(predictions, answers, normalize=normalize)
     groups: dict[Hashable, list[float]] = {}
     for t, acc in zip(types, accs):
         groups.setdefault(t, []).append(acc)

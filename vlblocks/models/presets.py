@@ -123,7 +123,7 @@ def build_vqa_model(preset: VQAPreset, *, num_answers: int, tokenizer: Any = Non
         )
     else:
         fusion = ConcatFusion(image.dim, text.dim, dim=p.hidden_dim, dropout=p.dropout)
-    head = MLPHead(fusion.out_dim, num_answers, hidden=p.hidden_dim, dropout=p.dropout)
+    head = MLPHead(fusion.out_dim, num_answers, hidden_dim=p.hidden_dim, dropout=p.dropout)
     return VQAModel(image, text, fusion, head)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vlblocks._checks import check_tensor
 from vlblocks.encoders.output import EncoderOutput
 
 __all__ = ["VQAModel"]
@@ -63,27 +64,19 @@ class VQAModel(nn.Module):
             attention_mask: (B, T), 1/True on real tokens, 0/False on padding; None means no padding.
                 The fusion's text mask is the text encoder's `EncoderOutput.mask` when it returns one
                 (it knows about tokens it prepends), else `attention_mask.bool()`.
-            image_index: (B,) long, question b asks about image `image_index[b]`. Each distinct image is
-                encoded once (VQA has several questions per image; `VQACollator(group_images=True)`).
+            image_index: (B,) integer, question b asks about image `image_index[b]`, in [0, M) (negative
+                indices are refused, not counted from the end). Each distinct image is encoded once (VQA has
+                several questions per image; `VQACollator(group_images=True)`).
 
         Returns:
             logits (B, C).
+
+        Raises:
+            TypeError / ValueError: wrong types or shapes, an empty batch, or `image_index` outside [0, M).
         """
-        if pixel_values.dim() != 4:
-            raise ValueError(f"pixel_values must have shape (B, 3, H, W), got {tuple(pixel_values.shape)}")
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (B, T), got {tuple(input_ids.shape)}")
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
-                f"got {tuple(attention_mask.shape)}"
-            )
+        _check_inputs(pixel_values, input_ids, attention_mask, image_index)
         image_out = _as_encoder_output("image_encoder", self.image_encoder(pixel_values))
         if image_index is not None:
-            if image_index.shape != input_ids.shape[:1]:
-                raise ValueError(
-                    f"image_index must have shape ({input_ids.shape[0]},), got {tuple(image_index.shape)}"
-                )
             image_out = EncoderOutput(  # (M, Ni, Di) -> (B, Ni, Di)
                 tokens=image_out.tokens[image_index],
                 mask=None if image_out.mask is None else image_out.mask[image_index],
@@ -114,6 +107,40 @@ class VQAModel(nn.Module):
             return self(pixel_values, input_ids, attention_mask, image_index=image_index).argmax(dim=-1)
         finally:
             self.train(was_training)
+
+
+def _check_inputs(
+    pixel_values: object, input_ids: object, attention_mask: object, image_index: object
+) -> None:
+    check_tensor("pixel_values", pixel_values, dtype="float")
+    if pixel_values.dim() != 4:  # type: ignore[union-attr]
+        raise ValueError(f"pixel_values must have shape (B, 3, H, W), got {tuple(pixel_values.shape)}")  # type: ignore[union-attr]
+    check_tensor("input_ids", input_ids, dtype="int")
+    if input_ids.dim() != 2:  # type: ignore[union-attr]
+        raise ValueError(f"input_ids must have shape (B, T), got {tuple(input_ids.shape)}")  # type: ignore[union-attr]
+    if attention_mask is not None:
+        check_tensor("attention_mask", attention_mask)
+        if attention_mask.shape != input_ids.shape:  # type: ignore[union-attr]
+            raise ValueError(
+                f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "  # type: ignore[union-attr]
+                f"got {tuple(attention_mask.shape)}"  # type: ignore[union-attr]
+            )
+    if image_index is None:
+        if pixel_values.shape[0] != input_ids.shape[0]:  # type: ignore[union-attr]
+            raise ValueError(
+                f"input_ids must have the batch size of pixel_values ({pixel_values.shape[0]}) when image_index "  # type: ignore[union-attr]
+                f"is None, got {input_ids.shape[0]}"  # type: ignore[union-attr]
+            )
+        return
+    check_tensor("image_index", image_index, dtype="int")
+    b, m = input_ids.shape[0], pixel_values.shape[0]  # type: ignore[union-attr]
+    if image_index.shape != (b,):  # type: ignore[union-attr]
+        raise ValueError(f"image_index must have shape ({b},), got {tuple(image_index.shape)}")  # type: ignore[union-attr]
+    low, high = int(image_index.min()), int(image_index.max())  # type: ignore[union-attr]
+    if low < 0 or high >= m:
+        raise ValueError(
+            f"image_index must lie in [0, {m}) (one of the {m} images), got {low if low < 0 else high}"
+        )
 
 
 def _as_encoder_output(name: str, out: object) -> EncoderOutput:

@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlblocks._checks import check_dropout, check_positive_int
 from vlblocks.layers.mlp import make_activation
 from vlblocks.peft.match import select_modules
+from vlblocks.utils import is_hf_conv1d
 
 __all__ = ["BottleneckAdapter", "apply_adapters", "remove_adapters"]
 
@@ -48,11 +50,9 @@ class BottleneckAdapter(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("bottleneck", bottleneck)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+        check_positive_int("dim", dim)
+        check_positive_int("bottleneck", bottleneck)
+        check_dropout("dropout", dropout)
         self.dim = dim
         self.bottleneck = bottleneck
         self.down = nn.Linear(dim, bottleneck)
@@ -61,6 +61,11 @@ class BottleneckAdapter(nn.Module):
         self.up = nn.Linear(bottleneck, dim)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
+
+    @property
+    def out_dim(self) -> int:
+        """Output width (= `dim`)."""
+        return self.dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., D)."""
@@ -86,10 +91,7 @@ def _infer_dim(name: str, module: nn.Module) -> int:
     """Output width of `module`: `nn.Linear.out_features` or HF `Conv1D.nf`."""
     if isinstance(module, nn.Linear):
         return module.out_features
-    is_conv1d = any(
-        cls.__name__ == "Conv1D" for cls in type(module).__mro__
-    )  # HF GPT-2 (or a LoRA-wrapped one)
-    if is_conv1d and isinstance(getattr(module, "nf", None), int):
+    if is_hf_conv1d(module) and isinstance(getattr(module, "nf", None), int):  # HF GPT-2 (or LoRA-wrapped)
         return module.nf
     raise ValueError(
         f"cannot infer the output width of {name!r} ({type(module).__name__}); expected nn.Linear or HF Conv1D, "
@@ -141,8 +143,8 @@ def apply_adapters(
     Returns:
         The names of the adapted modules, in model order.
     """
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
-        raise ValueError(f"dim must be a positive int or None, got {dim!r}")
+    if dim is not None:
+        check_positive_int("dim", dim)
     skip = _inside_adapter(model)
     names = select_modules(model, targets, exclude=exclude, predicate=lambda n, m: n not in skip)
     if not names:

@@ -4,7 +4,8 @@
 subclasses in place (base parameter names are unchanged). `merge_lora` / `unmerge_lora` fold the update into the
 weights and back; `remove_lora` returns plain layers (peft's `merge_and_unload`). PEFT parameters are the `lora_A` /
 `lora_B` of LoRA layers and every parameter of a module whose class sets `is_peft_module = True` (bottleneck
-adapters, soft prompts); `mark_only_peft_trainable`, `peft_state_dict` and `count_parameters` work on them.
+adapters, soft prompts); `mark_only_peft_trainable` and `peft_state_dict` work on them (`count_parameters`, re-exported
+here for compatibility, lives in `vlblocks.utils`).
 
 Shapes: see `vlblocks.peft.lora` (r rank, in / out widths).
 """
@@ -12,14 +13,13 @@ Shapes: see `vlblocks.peft.lora` (r rank, in / out widths).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
-from vlblocks.peft.lora import LoRALayer, _check_args, lora_class_for
+from vlblocks.peft.lora import LoRALayer, check_lora_args, lora_class_for
 from vlblocks.peft.match import matches, select_modules
+from vlblocks.utils import ParameterCount, count_parameters, is_hf_conv1d
 
 __all__ = [
     "ParameterCount",
@@ -37,14 +37,6 @@ __all__ = [
 ALL_LINEAR = "all-linear"
 # top-level children that are output heads and never targeted by "all-linear"
 HEAD_NAMES = ("lm_head", "classifier", "head", "score")
-
-
-class ParameterCount(NamedTuple):
-    """Trainable and total parameter counts (tied parameters counted once) and `100 * trainable / total`."""
-
-    trainable: int
-    total: int
-    percent: float
 
 
 def _is_peft_module(module: nn.Module) -> bool:
@@ -101,7 +93,7 @@ def _resolve(
     def supported(name: str, module: nn.Module) -> bool:
         if name in skip:
             return False
-        if all_linear and not isinstance(module, (nn.Linear, Conv1D)) and not matches_any(name, rest):
+        if all_linear and not (isinstance(module, nn.Linear) or is_hf_conv1d(module)) and not matches_any(name, rest):
             return False
         return isinstance(module, LoRALayer) or lora_class_for(module) is not None
 
@@ -180,7 +172,7 @@ def apply_lora(
         ValueError: nothing matched (the message names the patterns), a matched layer is already LoRA-wrapped,
             or r / alpha / dropout is invalid.
     """
-    _check_args(r, alpha, dropout)
+    check_lora_args(r, alpha, dropout)
     names, wrapped = _resolve(model, targets, exclude)
     if wrapped:
         raise ValueError(f"modules already LoRA-wrapped: {wrapped[:5]} (call remove_lora first)")
@@ -196,12 +188,43 @@ def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALayer]]:
             yield name, module
 
 
+def _tied_elsewhere(model: nn.Module) -> dict[int, list[str]]:
+    """id(LoRA layer) -> names of the other modules that hold the same weight tensor (tied weights)."""
+    holders: dict[int, list[tuple[str, nn.Module]]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        for param in module.parameters(recurse=False):
+            holders.setdefault(id(param), []).append((name, module))
+    tied: dict[int, list[str]] = {}
+    for _, layer in lora_layers(model):
+        others = [n for n, m in holders.get(id(layer.weight), []) if m is not layer]
+        if others:
+            tied[id(layer)] = sorted(set(others))
+    return tied
+
+
+def _check_mergeable(model: nn.Module) -> None:
+    """Refuse to merge into a weight tied to another module (GPT-2's `wte` / `lm_head`): it would change both."""
+    tied = _tied_elsewhere(model)
+    for name, layer in lora_layers(model):
+        if id(layer) in tied and not layer.merged:
+            others = ", ".join(repr(n) for n in tied[id(layer)])
+            raise ValueError(
+                f"cannot merge LoRA into {name!r}: its weight is tied to {others}, so merging would change that "
+                "module too; keep the LoRA layer unmerged, or untie the weights first (e.g. clone one of them)"
+            )
+
+
 def merge_lora(model: nn.Module) -> list[str]:
     """Add every LoRA update to its base weight (float32 delta, then cast); merged layers skip the LoRA branch.
 
     Returns:
         The names of the LoRA layers (already merged ones stay merged).
+
+    Raises:
+        ValueError: a LoRA layer's weight is tied to another module (e.g. GPT-2's `lm_head` and
+            `transformer.wte`); the message names both and no layer is merged.
     """
+    _check_mergeable(model)
     names = []
     for name, layer in lora_layers(model):
         layer.merge()
@@ -218,7 +241,7 @@ def unmerge_lora(model: nn.Module) -> list[str]:
     return names
 
 
-def remove_lora(model: nn.Module, merge: bool = True) -> nn.Module:
+def remove_lora(model: nn.Module, *, merge: bool = True) -> nn.Module:
     """Replace every LoRA layer by a plain base layer (peft's `merge_and_unload` when `merge`), in place.
 
     Args:
@@ -226,7 +249,12 @@ def remove_lora(model: nn.Module, merge: bool = True) -> nn.Module:
 
     Returns:
         `model` (modified in place).
+
+    Raises:
+        ValueError: with `merge`, a LoRA layer's weight is tied to another module (see `merge_lora`).
     """
+    if merge:
+        _check_mergeable(model)
     for _, layer in list(lora_layers(model)):
         _replace(model, layer, layer.to_base(merge=merge))
     return model
@@ -249,7 +277,7 @@ def peft_named_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]
                 yield prefix + pname, param
 
 
-def mark_only_peft_trainable(model: nn.Module, extra: str | Iterable[str] | None = None) -> None:
+def mark_only_peft_trainable(model: nn.Module, *, extra: str | Iterable[str] | None = None) -> None:
     """Freeze every parameter except the PEFT parameters and those matched by `extra`.
 
     Args:
@@ -269,10 +297,3 @@ def peft_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: param.detach() for name, param in peft_named_parameters(model)}
 
 
-def count_parameters(model: nn.Module) -> ParameterCount:
-    """Trainable and total parameters of `model` (each shared tensor counted once)."""
-    trainable = total = 0
-    for param in model.parameters():  # parameters() yields each tensor once
-        total += param.numel()
-        trainable += param.numel() if param.requires_grad else 0
-    return ParameterCount(trainable, total, 100.0 * trainable / total if total else 0.0)

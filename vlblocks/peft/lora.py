@@ -32,7 +32,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.pytorch_utils import Conv1D
+
+from vlblocks._checks import check_dropout, check_positive_int, check_positive_number
+from vlblocks.utils import hf_conv1d_class
 
 try:
     from torch.compiler import is_compiling
@@ -46,6 +48,7 @@ __all__ = [
     "LoRAEmbedding",
     "LoRAConv2d",
     "LoRAConv1D",
+    "check_lora_args",
     "lora_class_for",
 ]
 
@@ -53,13 +56,11 @@ __all__ = [
 _LORA_ATTRS = ("r", "lora_alpha", "scaling", "use_rslora", "lora_dropout_p", "merged", "base_class")
 
 
-def _check_args(r: Any, alpha: Any, dropout: Any) -> None:
-    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise ValueError(f"r must be a positive int, got {r!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"alpha must be a positive number, got {alpha!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+def check_lora_args(r: Any, alpha: Any, dropout: Any) -> None:
+    """Validate LoRA's rank (positive int), alpha (finite positive number) and dropout ([0, 1))."""
+    check_positive_int("r", r)
+    check_positive_number("alpha", alpha)
+    check_dropout("dropout", dropout)
 
 
 def _shallow_state(layer: nn.Module) -> dict[str, Any]:
@@ -75,6 +76,11 @@ def _lora_dtype(weight: torch.Tensor) -> torch.dtype:
     return torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
 
 
+def _merge_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype a merge computes in: float32, or float64 for a float64 base (never less than the weight's)."""
+    return torch.float64 if weight.dtype == torch.float64 else torch.float32
+
+
 class LoRADropout(nn.Dropout):
     """Dropout on the LoRA input, with a faster mask on CPU.
 
@@ -82,19 +88,40 @@ class LoRADropout(nn.Dropout):
     cost more than all LoRA matmuls of a training step once those run on several threads. On CPU in eager mode the
     keep mask here is read from 15-bit uniform integers, two per 32-bit draw of torch's generator (so seeding with
     `torch.manual_seed` still reproduces it), and `p` is rounded to a multiple of 2**-15 (0.1 -> 0.100006); the
-    output is rescaled by 1 / (1 - p) as usual. On other devices and under `torch.compile` it is `F.dropout`.
+    output is rescaled by 1 / (1 - p) as usual. When that rounding would move `p` or `1 - p` by more than 1%
+    (p below about 0.003 or above about 0.997, e.g. 1e-5 or 0.99999) the exact `F.dropout` runs instead, so
+    no p in [0, 1) silently becomes 0 or 1. On other devices and under `torch.compile` it is `F.dropout`.
+
+    Args:
+        p: drop probability in [0, 1).
     """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__(check_dropout("p", p))
+        self._threshold = _fast_threshold(self.p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        if x.device.type != "cpu" or is_compiling():
+        threshold = getattr(self, "_threshold", None)
+        if threshold is None or x.device.type != "cpu" or is_compiling():
             return F.dropout(x, self.p, True)
-        threshold = round(self.p * 32768)
         n = x.numel()
         bits = torch.empty((n + 1) // 2, dtype=torch.int32).random_()  # 31 uniform bits each
         keep = torch.cat([(bits & 0x7FFF) >= threshold, (bits >> 16) >= threshold])  # (2 * ceil(n / 2),)
         return (x * keep[:n].view(x.shape)).mul_(32768 / (32768 - threshold))
+
+
+def _fast_threshold(p: float) -> int | None:
+    """The 15-bit drop threshold for p, or None when rounding p to a multiple of 2**-15 would move p or 1 - p
+    by more than 1% (the exact path is used then)."""
+    threshold = round(p * 32768)
+    if not 0 < threshold < 32768:
+        return None
+    q = threshold / 32768
+    if abs(q - p) > 0.01 * p or abs(q - p) > 0.01 * (1 - p):
+        return None
+    return threshold
 
 
 class LoRALayer:
@@ -108,6 +135,7 @@ class LoRALayer:
     """
 
     base_types: tuple[type, ...] = ()
+    base_name = "layer"
     lora_A: nn.Parameter
     lora_B: nn.Parameter
     weight: nn.Parameter
@@ -131,13 +159,13 @@ class LoRALayer:
             dropout: dropout probability on the LoRA branch's input, in [0, 1).
             use_rslora: rank-stabilised scaling.
         """
-        _check_args(r, alpha, dropout)
+        check_lora_args(r, alpha, dropout)
         if isinstance(layer, LoRALayer):
             raise ValueError(f"layer is already LoRA-wrapped ({type(layer).__name__})")
-        if not isinstance(layer, cls.base_types):
-            expected = " or ".join(t.__name__ for t in cls.base_types)
-            raise TypeError(f"{cls.__name__}.from_layer expects a {expected}, got {type(layer).__name__}")
-        new = cls.__new__(cls)
+        if not cls.adapts(layer):
+            raise TypeError(f"{cls.__name__}.from_layer expects a {cls.base_name}, got {type(layer).__name__}")
+        concrete = cls._concrete_class()
+        new = concrete.__new__(concrete)
         # share every tensor and attribute; copy only the containers so the two objects stay independent
         new.__dict__.update(_shallow_state(layer))
         new.base_class = type(layer)
@@ -153,6 +181,21 @@ class LoRALayer:
         new.reset_lora_parameters()
         return new
 
+    @classmethod
+    def base_classes(cls) -> tuple[type, ...]:
+        """The layer classes this LoRA class adapts."""
+        return cls.base_types
+
+    @classmethod
+    def adapts(cls, layer: object) -> bool:
+        """True when `layer` is an instance of a class this LoRA class adapts."""
+        return isinstance(layer, cls.base_classes()) if cls.base_classes() else False
+
+    @classmethod
+    def _concrete_class(cls) -> type:
+        """The class `from_layer` instantiates (itself; `LoRAConv1D` builds its transformers subclass lazily)."""
+        return cls
+
     def _lora_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         raise NotImplementedError
 
@@ -162,15 +205,21 @@ class LoRALayer:
         nn.init.zeros_(self.lora_B)
 
     def delta_weight(self) -> torch.Tensor:
-        """The float32 update `scaling * B @ A` in the layout of `weight`."""
+        """The update `scaling * B @ A` in the layout of `weight`, in float32 (float64 for a float64 base)."""
         raise NotImplementedError
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """lora_A and lora_B in the merge dtype."""
+        compute = _merge_dtype(self.weight)
+        return self.lora_A.to(compute), self.lora_B.to(compute)
 
     @torch.no_grad()
     def merge(self) -> None:
         """Add the update to the weight (computed in float32, then cast); a no-op when already merged."""
         if self.merged:
             return
-        self.weight.copy_(self.weight.float() + self.delta_weight())
+        compute = _merge_dtype(self.weight)
+        self.weight.copy_(self.weight.to(compute) + self.delta_weight().to(compute))
         self.merged = True
 
     @torch.no_grad()
@@ -178,8 +227,29 @@ class LoRALayer:
         """Subtract the update from the weight again; a no-op when not merged."""
         if not self.merged:
             return
-        self.weight.copy_(self.weight.float() - self.delta_weight())
+        self.weight.copy_(self.weight.to(_merge_dtype(self.weight)) - self.delta_weight())
         self.merged = False
+
+    def unmerged_weight(self) -> torch.Tensor:
+        """The base weight without the update (a new tensor when merged, `weight` itself when not)."""
+        if not self.merged:
+            return self.weight
+        with torch.no_grad():
+            return (self.weight.to(_merge_dtype(self.weight)) - self.delta_weight()).to(self.weight.dtype)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        """Always save the unmerged base weight, so a checkpoint loads the same into a merged or unmerged model."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)  # type: ignore[misc]
+        if self.merged and prefix + "weight" in destination:
+            destination[prefix + "weight"] = self.unmerged_weight().detach()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Load the (unmerged) base weight and the LoRA factors; a merged layer then merges the loaded update."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
+        if self.merged:
+            with torch.no_grad():
+                compute = _merge_dtype(self.weight)
+                self.weight.copy_(self.weight.to(compute) + self.delta_weight().to(compute))
 
     def to_base(self, *, merge: bool = True) -> nn.Module:
         """A plain instance of the base class sharing this layer's weight (merged first when `merge`)."""
@@ -206,12 +276,14 @@ class LoRALinear(LoRALayer, nn.Linear):
     """`nn.Linear` with a LoRA update. lora_A (r, in), lora_B (out, r). forward: (..., in) -> (..., out)."""
 
     base_types = (nn.Linear,)
+    base_name = "Linear"
 
     def _lora_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return (self.r, self.in_features), (self.out_features, self.r)
 
     def delta_weight(self) -> torch.Tensor:
-        return (self.lora_B.float() @ self.lora_A.float()) * self.scaling  # (out, in)
+        a, b = self._factors()
+        return (b @ a) * self.scaling  # (out, in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -227,19 +299,35 @@ class LoRALinear(LoRALayer, nn.Linear):
         return super().extra_repr() + self._lora_extra_repr()
 
 
-class LoRAConv1D(LoRALayer, Conv1D):
+class LoRAConv1D(LoRALayer, nn.Module):
     """HF GPT-2 `Conv1D` (weight (in, out)) with a LoRA update. lora_A (r, in), lora_B (out, r).
 
-    forward: (..., in) -> (..., out).
+    forward: (..., in) -> (..., out). Defining this class imports no transformers: `from_layer` builds instances of
+    a subclass of both `LoRAConv1D` and transformers' `Conv1D` (made once, the first time a `Conv1D` is wrapped),
+    so a wrapped layer is an instance of both, like the other LoRA layers.
     """
 
-    base_types = (Conv1D,)
+    base_name = "Conv1D"
+    _with_conv1d: type | None = None
+
+    @classmethod
+    def base_classes(cls) -> tuple[type, ...]:
+        conv1d = hf_conv1d_class()
+        return () if conv1d is None else (conv1d,)
+
+    @classmethod
+    def _concrete_class(cls) -> type:
+        if LoRAConv1D._with_conv1d is None:
+            conv1d = hf_conv1d_class()
+            LoRAConv1D._with_conv1d = type("LoRAConv1D", (LoRAConv1D, conv1d), {"__module__": __name__})
+        return LoRAConv1D._with_conv1d
 
     def _lora_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return (self.r, self.nx), (self.nf, self.r)
 
     def delta_weight(self) -> torch.Tensor:
-        return (self.lora_B.float() @ self.lora_A.float()).t() * self.scaling  # (in, out) like Conv1D.weight
+        a, b = self._factors()
+        return (b @ a).t() * self.scaling  # (in, out) like Conv1D.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape[:-1] + (self.nf,)
@@ -265,6 +353,7 @@ class LoRAEmbedding(LoRALayer, nn.Embedding):
     """
 
     base_types = (nn.Embedding,)
+    base_name = "Embedding"
 
     def _lora_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return (self.r, self.num_embeddings), (self.embedding_dim, self.r)
@@ -277,7 +366,8 @@ class LoRAEmbedding(LoRALayer, nn.Embedding):
                 self.lora_A[:, self.padding_idx] = 0
 
     def delta_weight(self) -> torch.Tensor:
-        return (self.lora_B.float() @ self.lora_A.float()).t() * self.scaling  # (V, D)
+        a, b = self._factors()
+        return (b @ a).t() * self.scaling  # (V, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -302,6 +392,7 @@ class LoRAConv2d(LoRALayer, nn.Conv2d):
     """
 
     base_types = (nn.Conv2d,)
+    base_name = "Conv2d"
 
     def _lora_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         if self.r % self.groups != 0:
@@ -316,8 +407,9 @@ class LoRAConv2d(LoRALayer, nn.Conv2d):
 
     def delta_weight(self) -> torch.Tensor:
         g = self.groups
-        a = self.lora_A.float().reshape(g, self.r // g, -1)  # (g, r/g, in/g*kh*kw)
-        b = self.lora_B.float().reshape(g, self.out_channels // g, self.r // g)  # (g, out/g, r/g)
+        a, b = self._factors()
+        a = a.reshape(g, self.r // g, -1)  # (r, in/g, kh, kw) -> (g, r/g, in/g*kh*kw)
+        b = b.reshape(g, self.out_channels // g, self.r // g)  # (out, r/g, 1, 1) -> (g, out/g, r/g)
         return torch.bmm(b, a).reshape(self.weight.shape) * self.scaling  # (out, in/g, kh, kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -340,6 +432,6 @@ def lora_class_for(layer: nn.Module) -> type[LoRALayer] | None:
     if isinstance(layer, LoRALayer):
         return None
     for cls in _CLASSES:
-        if isinstance(layer, cls.base_types):
+        if cls.adapts(layer):
             return cls
     return None

@@ -18,9 +18,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["SoftPrompt", "SoftPromptOutput"]
+from vlblocks._checks import check_positive_int
+from vlblocks.constants import IGNORE_INDEX
 
-IGNORE_INDEX = -100
+__all__ = ["SoftPrompt", "SoftPromptOutput"]
 
 
 class SoftPromptOutput(NamedTuple):
@@ -50,9 +51,8 @@ class SoftPrompt(nn.Module):
 
     def __init__(self, num_tokens: int, dim: int, *, init: str | torch.Tensor = "random") -> None:
         super().__init__()
-        for name, value in (("num_tokens", num_tokens), ("dim", dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int("num_tokens", num_tokens)
+        check_positive_int("dim", dim)
         self.num_tokens = num_tokens
         self.dim = dim
         if isinstance(init, str):
