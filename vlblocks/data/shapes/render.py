@@ -18,7 +18,7 @@ import numpy as np
 
 from vlblocks.data.shapes.objects import COLORS, EXTENT, RADIUS, SHAPES, SIZES, ShapeObject
 
-__all__ = ["BACKGROUND", "MAX_TRIES", "NOISE", "Layout", "make_layout", "render"]
+__all__ = ["BACKGROUND", "MAX_TRIES", "NOISE", "Layout", "add_noise", "make_layout", "paint"]
 
 BACKGROUND = 110  # gray level of the background
 NOISE = 6  # +- uniform pixel noise
@@ -98,16 +98,17 @@ def make_layout(rng: np.random.Generator, count: int, image_size: int) -> Layout
     return Layout(tuple(objects), tuple(windows))
 
 
-def render(layout: Layout, noise_rng: np.random.Generator, image: np.ndarray, instances: np.ndarray) -> None:
-    """Paint ``layout`` into ``image`` (S, S, 3) uint8 and ``instances`` (S, S) uint8 (zeros), then add noise.
-
-    ``image`` is filled with the background first; ``instances`` gets k + 1 on the pixels of object k.
-    """
-    image[...] = BACKGROUND
+def paint(layout: Layout, image: np.ndarray, instances: np.ndarray) -> None:
+    """Paint ``layout`` into ``image`` (S, S, 3) uint8, already filled with the background, and ``instances``
+    (S, S) uint8 zeros, which gets k + 1 on the pixels of object k."""
     for k, (obj, (x0, y0, inside)) in enumerate(zip(layout.objects, layout.windows)):
         h, w = inside.shape
         image[y0 : y0 + h, x0 : x0 + w][inside] = _COLOR_VALUES[_COLOR_NAMES.index(obj.color)]
         instances[y0 : y0 + h, x0 : x0 + w][inside] = k + 1
-    noise = noise_rng.integers(-NOISE, NOISE + 1, size=image.shape, dtype=np.int16)  # (S, S, 3)
-    np.clip(image.astype(np.int16) + noise, 0, 255, out=noise)
-    image[...] = noise
+
+
+def add_noise(images: np.ndarray, rngs: list[np.random.Generator]) -> None:
+    """Add uniform noise in [-NOISE, NOISE] to images (n, S, S, 3) uint8 in place, image j from ``rngs[j]``."""
+    noise = np.stack([rng.integers(-NOISE, NOISE + 1, size=images.shape[1:], dtype=np.int16) for rng in rngs])
+    np.clip(images.astype(np.int16) + noise, 0, 255, out=noise)  # (n, S, S, 3)
+    images[...] = noise

@@ -28,7 +28,7 @@ from vlblocks._checks import check_choice, check_int
 from vlblocks.data.shapes.captions import full_caption, make_captions
 from vlblocks.data.shapes.objects import COLORS, RADIUS, SHAPES, ShapeObject
 from vlblocks.data.shapes.questions import QUESTION_TYPES, make_questions
-from vlblocks.data.shapes.render import Layout, make_layout, render
+from vlblocks.data.shapes.render import BACKGROUND, Layout, add_noise, make_layout, paint
 
 if TYPE_CHECKING:
     from vlblocks.data.shapes.export import ShapesExport
@@ -119,10 +119,13 @@ class ShapesWorld:
 
     def _render(self) -> None:
         n, s = self.num_scenes, self.image_size
-        images = np.empty((n, s, s, 3), dtype=np.uint8)
+        images = np.full((n, s, s, 3), BACKGROUND, dtype=np.uint8)
         self._instances = np.zeros((n, s, s), dtype=np.uint8)
         for i, layout in enumerate(self._layouts):
-            render(layout, self._rng(i, _PIXELS), images[i], self._instances[i])
+            paint(layout, images[i], self._instances[i])
+        for start in range(0, n, 256):  # noise in chunks: image i from its own pixel stream
+            stop = min(n, start + 256)
+            add_noise(images[start:stop], [self._rng(i, _PIXELS) for i in range(start, stop)])
         self._images = (
             torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
         )  # (N, S, S, 3) -> (N, 3, S, S)
