@@ -1,4 +1,5 @@
-"""Evaluation metrics: VQA accuracy (official evaluator), classification report (scikit-learn compatible).
+"""Evaluation metrics: VQA accuracy (official evaluator), classification report (scikit-learn compatible),
+segmentation mIoU / accuracies (mmsegmentation definitions).
 
 Imported as a namespace: ``from vlblocks import metrics; metrics.vqa_accuracy(...)``.
 """
@@ -6,6 +7,7 @@ Imported as a namespace: ``from vlblocks import metrics; metrics.vqa_accuracy(..
 from __future__ import annotations
 
 from vlblocks.metrics.classification import ClassificationReport, classification_report
+from vlblocks.metrics.segmentation import SegmentationMetrics, SegmentationResult
 from vlblocks.metrics.vqa import (
     normalize_vqa_answer,
     vqa_accuracy,
@@ -15,6 +17,8 @@ from vlblocks.metrics.vqa import (
 
 __all__ = [
     "ClassificationReport",
+    "SegmentationMetrics",
+    "SegmentationResult",
     "classification_report",
     "normalize_vqa_answer",
     "vqa_accuracy",
