@@ -289,3 +289,12 @@ def test_all_reduce_over_two_gloo_processes(tmp_path) -> None:
         assert torch.equal(torch.tensor(res["reduced"]), whole.confusion)
     assert torch.equal(torch.tensor(results[0]["local"]) + torch.tensor(results[1]["local"]), whole.confusion)
     assert results[0]["local"] != results[1]["local"]  # control: the ranks saw different data
+
+
+def test_uint8_masks_count_like_int64() -> None:
+    """PNG and ShapesWorld masks are uint8; 255 * C must not overflow."""
+    pred, target = _batch(seed=7)
+    a, b = SegmentationMetrics(C), SegmentationMetrics(C)
+    a.update(pred, target)
+    b.update(pred.to(torch.uint8), target.to(torch.uint8))
+    assert torch.equal(a.confusion, b.confusion) and a.confusion.sum() > 0

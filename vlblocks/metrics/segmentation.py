@@ -83,16 +83,18 @@ class SegmentationMetrics:
                 neither in [0, C) nor `ignore_index`.
         """
         pred, target = self._labels(pred, target)
-        valid = target != self.ignore_index  # (B, H, W)
-        t, p = target[valid], pred[valid]  # (P,) labelled pixels
         c = self.num_classes
-        bad_t = (t < 0) | (t >= c)
-        if bool(bad_t.any()):
+        ignored = target == self.ignore_index  # (B, H, W)
+        lo, hi = torch.aminmax(target.masked_fill(ignored, 0))  # one pass, one sync
+        if lo < 0 or hi >= c:
+            bad = target[((target < 0) | (target >= c)) & ~ignored][0].item()
             raise ValueError(
-                f"target labels must be in [0, {c}) or ignore_index={self.ignore_index}, "
-                f"got {t[bad_t][0].item()}"
+                f"target labels must be in [0, {c}) or ignore_index={self.ignore_index}, got {bad}"
             )
-        counts = torch.bincount(t * c + p, minlength=c * c).view(c, c)  # (C, C) rows target, cols prediction
+        index = (target * c + pred).masked_fill_(ignored, c * c)  # (B, H, W); ignored pixels -> one spare bin
+        counts = torch.bincount(index.flatten(), minlength=c * c + 1)[: c * c].view(
+            c, c
+        )  # rows target, cols pred
         if self.confusion.device != counts.device:
             self.confusion = self.confusion.to(counts.device)
         self.confusion += counts
@@ -116,9 +118,11 @@ class SegmentationMetrics:
                 raise ValueError(
                     f"pred labels must have the shape of target {tuple(target.shape)}, got {tuple(pred.shape)}"
                 )
-            bad = (pred < 0) | (pred >= c)
-            if bool(bad.any()):
-                raise ValueError(f"pred labels must be in [0, {c}), got {pred[bad][0].item()}")
+            lo, hi = torch.aminmax(pred)
+            if lo < 0 or hi >= c:
+                raise ValueError(
+                    f"pred labels must be in [0, {c}), got {pred[(pred < 0) | (pred >= c)][0].item()}"
+                )
         return pred.long(), target.to(device=pred.device, dtype=torch.long)
 
     def merge(self, other: SegmentationMetrics) -> SegmentationMetrics:
