@@ -95,6 +95,10 @@ def test_patch_grid() -> None:
     assert patch_grid(7, (10, 70)) == (1, 7)
     with pytest.raises(ValueError, match=r"num_tokens must factor into a patch grid .* got 17 tokens"):
         patch_grid(17, (32, 32))
+    with pytest.raises(ValueError, match=r"size must be a pair of positive ints \(height, width\), got 32"):
+        patch_grid(16, 32)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"size\[1\] must be a positive int, got 0"):
+        patch_grid(16, (32, 0))
 
 
 def test_errors() -> None:

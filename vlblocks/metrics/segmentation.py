@@ -92,9 +92,8 @@ class SegmentationMetrics:
                 f"target labels must be in [0, {c}) or ignore_index={self.ignore_index}, got {bad}"
             )
         index = (target * c + pred).masked_fill_(ignored, c * c)  # (B, H, W); ignored pixels -> one spare bin
-        counts = torch.bincount(index.flatten(), minlength=c * c + 1)[: c * c].view(
-            c, c
-        )  # rows target, cols pred
+        counts = torch.bincount(index.flatten(), minlength=c * c + 1)[: c * c]  # (C * C,) + spare bin dropped
+        counts = counts.view(c, c)  # (C, C) rows target, columns prediction
         if self.confusion.device != counts.device:
             self.confusion = self.confusion.to(counts.device)
         self.confusion += counts

@@ -42,7 +42,9 @@ def patch_grid(num_tokens: int, size: tuple[int, int]) -> tuple[int, int]:
         ValueError: when no factorisation of N is within one row of that estimate.
     """
     n = check_positive_int("num_tokens", num_tokens)
-    height, width = size
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise ValueError(f"size must be a pair of positive ints (height, width), got {size!r}")
+    height, width = check_positive_int("size[0]", size[0]), check_positive_int("size[1]", size[1])
     guess = math.sqrt(n * height / width)
     candidates = [h for h in range(max(1, math.floor(guess) - 1), math.ceil(guess) + 2) if n % h == 0]
     if not candidates:
