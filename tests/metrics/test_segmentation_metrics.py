@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 from torchmetrics.segmentation import MeanIoU
 
@@ -232,16 +233,15 @@ def test_all_reduce_is_a_no_op_in_one_process() -> None:
 WORKER = textwrap.dedent(
     """
     import json, sys
-    import torch, torch.distributed as dist
-    sys.path.insert(0, sys.argv[2])
-    from tests.metrics.test_segmentation_metrics import _batch
+    from safetensors.torch import load_file
     from vlblocks.metrics import SegmentationMetrics
     from vlblocks.training import cleanup_distributed, setup_distributed
 
     info = setup_distributed(device="cpu", timeout_s=60)
     metric = SegmentationMetrics(5)
-    for seed in range(info.rank, 4, info.world_size):  # rank 0: seeds 0, 2; rank 1: seeds 1, 3
-        metric.update(*_batch(seed=seed))
+    for seed in range(info.rank, 4, info.world_size):  # rank 0: batches 0, 2; rank 1: batches 1, 3
+        batch = load_file(f"{sys.argv[1]}/batch{seed}.safetensors")
+        metric.update(batch["pred"], batch["target"])
     local = metric.confusion.clone()
     metric.all_reduce()
     with open(f"{sys.argv[1]}/rank{info.rank}.json", "w") as f:
@@ -258,33 +258,40 @@ def _free_port() -> int:
 
 
 def test_all_reduce_over_two_gloo_processes(tmp_path) -> None:
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=1",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(script),
-        str(tmp_path),
-        root,
-    ]
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    """Two ranks (launched as torchrun would, by their environment) each count half the batches."""
     whole = SegmentationMetrics(C)
     for seed in range(4):
-        whole.update(*_batch(seed=seed))
+        pred, target = _batch(seed=seed)
+        save_file({"pred": pred, "target": target}, str(tmp_path / f"batch{seed}.safetensors"))
+        whole.update(pred, target)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(
+        OMP_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    try:
+        outputs = [proc.communicate(timeout=180)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for res in results:
         assert torch.equal(torch.tensor(res["reduced"]), whole.confusion)
     assert torch.equal(torch.tensor(results[0]["local"]) + torch.tensor(results[1]["local"]), whole.confusion)
