@@ -26,10 +26,10 @@ from vlblocks._checks import check_positive_int, check_tensor, is_int
 
 __all__ = ["ConvSegHead", "LinearSegHead", "join_tokens"]
 
-Tokens = torch.Tensor | Sequence[torch.Tensor]
+_Tokens = torch.Tensor | Sequence[torch.Tensor]
 
 
-def join_tokens(tokens: Tokens) -> torch.Tensor:
+def join_tokens(tokens: _Tokens) -> torch.Tensor:
     """One (B, N, sum D_i) tensor from a tensor (B, N, D) or a list of them (concatenated along the width)."""
     if isinstance(tokens, torch.Tensor):
         return tokens
@@ -59,7 +59,7 @@ class _SegHead(nn.Module):
     num_classes: int
 
     def forward(
-        self, tokens: Tokens, *, grid: tuple[int, int], size: tuple[int, int] | None = None
+        self, tokens: _Tokens, *, grid: tuple[int, int], size: tuple[int, int] | None = None
     ) -> torch.Tensor:
         """Class logits for every pixel.
 
