@@ -5,6 +5,7 @@ from __future__ import annotations
 from vlblocks.models.dual_encoder import DualEncoder, DualEncoderOutput
 from vlblocks.models.presets import VQAPreset, apply_vqa_lora, build_vqa_model
 from vlblocks.models.run import LoadedRun, load_run
+from vlblocks.models.segmentation import PatchFeatures, SegmentationModel, last_layer_tokens, patch_grid
 from vlblocks.models.vqa import VQAModel
 from vlblocks.models.zero_shot import ZeroShotClassifier, ZeroShotResult
 
@@ -12,11 +13,15 @@ __all__ = [
     "DualEncoder",
     "DualEncoderOutput",
     "LoadedRun",
+    "PatchFeatures",
+    "SegmentationModel",
     "VQAModel",
     "VQAPreset",
     "ZeroShotClassifier",
     "ZeroShotResult",
     "apply_vqa_lora",
     "build_vqa_model",
+    "last_layer_tokens",
     "load_run",
+    "patch_grid",
 ]
