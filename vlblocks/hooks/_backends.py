@@ -242,17 +242,16 @@ def _install_timm(module: nn.Module, slot: Slot) -> Callable[[], None]:
         handle = drop.register_forward_pre_hook(lambda _m, args: slot.add_full(args[0]))
         return handle.remove
 
-    active: list[bool] = []  # whether this module's pre-hook turned the tap on and has not turned it off yet
+    outer: list[Slot | None] = []  # per running forward of this module: the slot active before it (nesting)
 
     def before(_m: nn.Module, _args: tuple) -> None:
         _tap_on()
-        active.append(True)
+        outer.append(getattr(_LOCAL, "slot", None))
         _LOCAL.slot = slot
 
     def after(_m: nn.Module, _args: tuple, _out: Any) -> None:
-        _LOCAL.slot = None
-        if active:
-            active.pop()
+        if outer:
+            _LOCAL.slot = outer.pop()
             _tap_off()
 
     pre = module.register_forward_pre_hook(before)
@@ -261,9 +260,8 @@ def _install_timm(module: nn.Module, slot: Slot) -> Callable[[], None]:
     def undo() -> None:
         pre.remove()
         post.remove()
-        _LOCAL.slot = None
-        while active:  # a forward that never reached its post-hook
-            active.pop()
+        while outer:  # a forward that never reached its post-hook
+            _LOCAL.slot = outer.pop()
             _tap_off()
 
     return undo
