@@ -150,6 +150,9 @@ def test_llama_grouped_query_attention_with_padding() -> None:
         out = sdpa(ids, attention_mask=attention_mask).last_hidden_state
     assert torch.equal(out, expected)
     _assert_maps(rec, rec.layers, [r.mean(dim=1) for r in reference])
+    with record_attention(sdpa, "layers.1.*", rows=[1, 5]) as part:  # rows of a (B, 1, Nq, Nk) padding mask
+        sdpa(ids, attention_mask=attention_mask)
+    _assert_maps(part, part.layers, [reference[1][:, :, [1, 5]]])
 
 
 def test_clip_vision_and_text_towers() -> None:
