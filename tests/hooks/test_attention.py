@@ -319,3 +319,22 @@ def test_timm_bfloat16_model_records_float32_probabilities() -> None:
     assert probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), atol=1e-6, rtol=0)
     torch.testing.assert_close(probs, rec32.maps["blocks.1.attn"], atol=5e-2, rtol=0)
+
+
+def test_blocks_built_on_attention_are_recorded() -> None:
+    from vlblocks.fusion import CoAttentionFusion
+
+    fusion = CoAttentionFusion(D, 24, dim=D, heads=2, depth=2).eval()
+    image, text = torch.randn(B, 5, D), torch.randn(B, NC, 24)
+    text_mask = torch.ones(B, NC, dtype=torch.bool)
+    text_mask[0, 3:] = False
+    expected = fusion(image, text, text_mask=text_mask).pooled
+    names = attention_layers(fusion)
+    assert len(names) == 4  # two directions per layer
+    with record_attention(fusion, names[0]) as rec:  # the first layer's image -> text attention
+        pooled = fusion(image, text, text_mask=text_mask).pooled
+    torch.testing.assert_close(pooled, expected, atol=1e-6, rtol=0)
+    probs = rec.maps[names[0]]
+    assert probs.shape == (B, 2, 5, NC)
+    assert probs[0, :, :, 3:].max() == 0  # the padded text tokens get nothing
+    assert probs[1, :, :, 3:].min() > 0  # control: the same tokens unpadded do
