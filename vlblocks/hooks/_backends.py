@@ -269,9 +269,8 @@ def _install_timm(module: nn.Module, slot: Slot) -> Callable[[], None]:
 
 # ------------------------------------------------------------------------------------------------------- transformers
 
-_HF_STATE: weakref.WeakKeyDictionary = (
-    weakref.WeakKeyDictionary()
-)  # module -> (slot, implementation, eager fn)
+# selected HF module -> (its slot, the model's attn_implementation, the module file's eager_attention_forward)
+_HF_STATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _hf_record(module: nn.Module, query, key, value, attention_mask, *args, **kwargs):
