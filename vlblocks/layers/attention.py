@@ -217,8 +217,8 @@ class Attention(nn.Module):
             scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
         if bias is not None:
             scores = scores + bias
-        probs = scores.float().softmax(dim=-1).to(q.dtype)
-        probs = self.attn_probs(probs)  # hook point: (B, H, Nq, Nk)
+        probs = self.attn_probs(scores.float().softmax(dim=-1))  # hook point: float32 (B, H, Nq, Nk)
+        probs = probs.to(q.dtype)
         probs = F.dropout(probs, p=self.dropout, training=self.training)
         return torch.einsum("bhqk,bhkd->bhqd", probs, v)
 
