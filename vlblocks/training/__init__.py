@@ -5,7 +5,7 @@ Imported as a namespace: ``from vlblocks import training; info = training.setup_
 
 from __future__ import annotations
 
-from vlblocks.training.checkpoint import load_checkpoint, save_checkpoint
+from vlblocks.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from vlblocks.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -31,6 +31,7 @@ __all__ = [
     "gather_lists",
     "get_rank",
     "get_world_size",
+    "has_checkpoint",
     "is_main_process",
     "load_checkpoint",
     "print0",
