@@ -278,7 +278,9 @@ def _prepare_lora(model: nn.Module, entry: dict[str, Any], folder: Path, undo: U
             raise ValueError(f"adapter config has {key}={entry[key]!r}, which vlblocks does not support")
     if entry.get("bias", "none") != "none":
         raise ValueError(f"adapter config has bias={entry['bias']!r}; only 'none' is supported")
-    if any(True for _ in lora_layers(model)):
+    existing = list(lora_layers(model))
+    if existing:
+        _check_existing_lora(existing, entry, folder)
         return
     targets = entry.get("target_modules")
     if not targets:
@@ -297,6 +299,19 @@ def _prepare_lora(model: nn.Module, entry: dict[str, Any], folder: Path, undo: U
     for old, new in new_layers:
         _replace(model, old, new)
         undo.append(partial(_replace, model, new, old))
+
+
+def _check_existing_lora(layers: list, entry: dict[str, Any], folder: Path) -> None:
+    """The model's LoRA layers must have the rank, alpha and rsLoRA flag the config gives them (else outputs differ)."""
+    rslora = bool(entry.get("use_rslora", False))
+    for name, layer in layers:
+        r = _pattern_value(entry.get("rank_pattern") or {}, name, entry["r"])
+        alpha = _pattern_value(entry.get("alpha_pattern") or {}, name, entry.get("lora_alpha", 8))
+        if (layer.r, float(layer.lora_alpha), layer.use_rslora) != (r, float(alpha), rslora):
+            raise ValueError(
+                f"LoRA layer {name!r} has r={layer.r}, alpha={layer.lora_alpha}, use_rslora={layer.use_rslora}; "
+                f"{folder / CONFIG_NAME} says r={r}, alpha={alpha}, use_rslora={rslora}"
+            )
 
 
 def _detach_adapter(module: nn.Module) -> None:
