@@ -83,7 +83,9 @@ def check_positive_number(name: str, value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def check_probability(name: str, value: object, *, closed_high: bool = True, closed_low: bool = True) -> float:
+def check_probability(
+    name: str, value: object, *, closed_high: bool = True, closed_low: bool = True
+) -> float:
     """`value` as a float in [0, 1] (ends open where asked)."""
     lo, hi = ("[" if closed_low else "("), ("]" if closed_high else ")")
     ok = is_number(value) and math.isfinite(float(value))  # type: ignore[arg-type]

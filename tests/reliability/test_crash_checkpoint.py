@@ -25,7 +25,7 @@ from torch import nn
 import vlblocks
 import vlblocks.training.checkpoint as ckpt
 from vlblocks import _files
-from vlblocks.training import has_checkpoint, load_checkpoint, save_checkpoint
+from vlblocks.training import has_checkpoint, load_checkpoint, read_checkpoint_state, save_checkpoint
 
 WRITERS = [(ckpt, "save_file"), (ckpt, "save_model"), (_files, "write_json")]
 
@@ -182,6 +182,7 @@ def test_backup_found_by_exact_name(tmp_path, crash_plan, name) -> None:
     save(tmp_path / "probe", 0)
     crash_between_renames(plan, tmp_path / name, 5)
     assert has_checkpoint(tmp_path / name)
+    assert read_checkpoint_state(tmp_path / name) == {"step": 5}
     assert loaded_version(tmp_path / name) == 5
     save(tmp_path / name, 7)
     assert loaded_version(tmp_path / name) == 7
@@ -217,7 +218,7 @@ KILL_SCRIPT = textwrap.dedent(
     import json, os, random, signal, sys, time
     import torch
     from torch import nn
-    from vlblocks.training import has_checkpoint, load_checkpoint, save_checkpoint
+    from vlblocks.training import has_checkpoint, load_checkpoint, read_checkpoint_state, save_checkpoint
 
     folder, kills = sys.argv[1], int(sys.argv[2])
     random.seed(0)

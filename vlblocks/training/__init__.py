@@ -5,7 +5,12 @@ Imported as a namespace: ``from vlblocks import training; info = training.setup_
 
 from __future__ import annotations
 
-from vlblocks.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from vlblocks.training.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+)
 from vlblocks.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -35,6 +40,7 @@ __all__ = [
     "is_main_process",
     "load_checkpoint",
     "print0",
+    "read_checkpoint_state",
     "read_jsonl",
     "save_checkpoint",
     "seed_everything",

@@ -32,7 +32,13 @@ from torch import nn
 
 from vlblocks import _files
 
-__all__ = ["CHECKPOINT_FILES", "has_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FILES",
+    "has_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_state",
+    "save_checkpoint",
+]
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -220,6 +226,19 @@ def has_checkpoint(folder: str | os.PathLike) -> bool:
     """
     folder = _files.check_path("folder", folder)
     return _files.find_complete(folder, _check_complete) is not None
+
+
+def read_checkpoint_state(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``state`` dict of the checkpoint ``load_checkpoint`` would load, without loading anything else.
+
+    For decisions taken before the model / optimizer are built (e.g. which training stage a resumed run is in).
+
+    Raises:
+        FileNotFoundError / ValueError: as ``load_checkpoint`` (no complete checkpoint, a malformed file).
+    """
+    folder = _files.resolve_complete(_files.check_path("folder", folder), _check_complete)
+    meta, _ = _check_complete(folder)
+    return _decode_or_raise(meta.get("state", {}), _read(folder, meta, EXTRA_FILE, "cpu"), folder, "state")
 
 
 def save_checkpoint(
