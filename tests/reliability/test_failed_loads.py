@@ -91,11 +91,11 @@ def _truncate(folder: Path, name: str, keep: float) -> None:
 
 
 BAD_ADAPTERS = {
-    "wrong r in config": (lambda f: _edit_config(f, r=2), ValueError, "shape mismatch|has r=4, alpha=8"),
+    "wrong r in config": (lambda f: _edit_config(f, r=2), ValueError, "shape mismatch|says r=2, alpha=8"),
     "other alpha in config": (
         lambda f: _edit_config(f, lora_alpha=16),
         ValueError,
-        "shape mismatch|says r=4, alpha=16",
+        r"LoRA layer '0' has r=4, alpha=8, .*adapter_config.json says r=4, alpha=16",
     ),
     "config without r": (
         lambda f: _edit_config(f, r=None),

@@ -26,6 +26,7 @@ from torch import nn
 
 from vlblocks import _files
 from vlblocks.layers.mlp import make_activation
+from vlblocks.peft._config_checks import ACT_NAMES, ADAPTER_TYPE, MODULES_TYPE, check_entry, config_error
 from vlblocks.peft.adapter import _CHILD, _HANDLE, BottleneckAdapter, apply_adapters
 from vlblocks.peft.inject import _is_peft_module, _replace, _resolve, lora_layers, peft_named_parameters
 from vlblocks.peft.lora import LoRAConv1D, LoRAEmbedding, lora_class_for
@@ -35,10 +36,8 @@ __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_adapter", "save_adapter"]
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."
-ADAPTER_TYPE = "VLBLOCKS_ADAPTER"
-MODULES_TYPE = "VLBLOCKS_MODULES"
 _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
-_ACT_NAMES = ("gelu", "gelu_tanh", "relu", "silu", "leaky_relu", "tanh")
+_ACT_NAMES = ACT_NAMES
 # our LoRA parameter name -> peft's saved suffix, for embeddings and for every other layer
 _PEFT_SUFFIX = {
     True: {"lora_A": "lora_embedding_A", "lora_B": "lora_embedding_B"},
@@ -180,72 +179,6 @@ def save_adapter(
 # ---------------------------------------------------------------- reading and checking a folder
 
 
-def _config_error(path: Path, entry: int | None, what: str) -> ValueError:
-    where = f" (entry {entry})" if entry is not None else ""
-    return ValueError(f"{path}{where}: {what}")
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_lora_entry(entry: dict[str, Any], err: Callable[[str], ValueError]) -> None:
-    r = entry.get("r")
-    if "r" not in entry or isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise err(
-            f"a LORA config needs 'r', a positive int, got {r!r}"
-            if "r" in entry
-            else "a LORA config needs 'r'"
-        )
-    alpha = entry.get("lora_alpha", 8)
-    if not _is_num(alpha) or not 0 < alpha < float("inf"):
-        raise err(f"'lora_alpha' must be a positive finite number, got {alpha!r}")
-    dropout = entry.get("lora_dropout", 0.0)
-    if not _is_num(dropout) or not 0 <= dropout < 1:
-        raise err(f"'lora_dropout' must be a number in [0, 1), got {dropout!r}")
-    for key, ok in (("rank_pattern", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
-                    ("alpha_pattern", lambda v: _is_num(v) and 0 < v < float("inf"))):  # fmt: skip
-        patterns = entry.get(key) or {}
-        if not isinstance(patterns, dict) or not all(
-            isinstance(k, str) and ok(v) for k, v in patterns.items()
-        ):
-            raise err(f"{key!r} must map module patterns to positive numbers, got {patterns!r}")
-    targets = entry.get("target_modules")
-    if not (targets is None or isinstance(targets, str) or _is_str_list(targets)):
-        raise err(f"'target_modules' must be a str or a list of str, got {targets!r}")
-
-
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def _check_entry(entry: Any, err: Callable[[str], ValueError]) -> None:
-    kind = entry.get("peft_type") if isinstance(entry, dict) else None
-    if kind == "LORA":
-        _check_lora_entry(entry, err)
-    elif kind == ADAPTER_TYPE:
-        if not _is_str_list(entry.get("target_modules")) or not entry["target_modules"]:
-            raise err(
-                f"an adapter entry needs 'target_modules', a list of str, got {entry.get('target_modules')!r}"
-            )
-        b = entry.get("bottleneck")
-        if isinstance(b, bool) or not isinstance(b, int) or b <= 0:
-            raise err(f"an adapter entry needs 'bottleneck', a positive int, got {b!r}")
-        if entry.get("act") not in _ACT_NAMES:
-            raise err(f"an adapter entry needs 'act', one of {_ACT_NAMES}, got {entry.get('act')!r}")
-        dropout = entry.get("dropout", 0.0)
-        if not _is_num(dropout) or not 0 <= dropout < 1:
-            raise err(f"'dropout' must be a number in [0, 1), got {dropout!r}")
-    elif kind == MODULES_TYPE:
-        modules = entry.get("modules")
-        if not isinstance(modules, dict) or not all(isinstance(v, str) for v in modules.values()):
-            raise err(
-                f"a modules entry needs 'modules', a dict of module name -> class name, got {modules!r}"
-            )
-    else:
-        raise err(f"unsupported peft_type {kind!r}; expected 'LORA', {ADAPTER_TYPE!r} or {MODULES_TYPE!r}")
-
-
 def _check_folder(folder: Path) -> tuple[list[dict[str, Any]], dict[str, tuple[str, tuple[int, ...]]]]:
     """(config entries, {saved key: (dtype, shape)}) of a complete adapter folder; a clear error otherwise."""
     if folder.exists() and not folder.is_dir():
@@ -257,9 +190,9 @@ def _check_folder(folder: Path) -> tuple[list[dict[str, Any]], dict[str, tuple[s
     config = _files.read_json(config_path)
     entries = config if isinstance(config, list) else [config]
     if not entries:
-        raise _config_error(config_path, None, "the config is an empty list")
+        raise config_error(config_path, None, "the config is an empty list")
     for i, entry in enumerate(entries):
-        _check_entry(entry, partial(_config_error, config_path, i if isinstance(config, list) else None))
+        check_entry(entry, partial(config_error, config_path, i if isinstance(config, list) else None))
     return entries, _files.read_safetensors_header(folder / WEIGHTS_NAME)
 
 
@@ -278,10 +211,8 @@ def _prepare_lora(model: nn.Module, entry: dict[str, Any], folder: Path, undo: U
             raise ValueError(f"adapter config has {key}={entry[key]!r}, which vlblocks does not support")
     if entry.get("bias", "none") != "none":
         raise ValueError(f"adapter config has bias={entry['bias']!r}; only 'none' is supported")
-    existing = list(lora_layers(model))
-    if existing:
-        _check_existing_lora(existing, entry, folder)
-        return
+    if any(True for _ in lora_layers(model)):
+        return  # checked by _check_existing_lora once keys and shapes are known to fit
     targets = entry.get("target_modules")
     if not targets:
         raise ValueError(f"adapter config {folder / CONFIG_NAME} has no target_modules, got {targets!r}")
@@ -406,6 +337,7 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> list[str]:
     merged = [name for name, layer in lora_layers(model) if layer.merged]
     if merged:
         raise ValueError(f"LoRA layers {merged[:5]} are merged; call unmerge_lora(model) before load_adapter")
+    had_lora = any(True for _ in lora_layers(model))
     undo: Undo = []
     try:
         for entry in entries:
@@ -415,6 +347,10 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> list[str]:
                 _prepare_modules(model, entry, undo)
         params = dict(peft_named_parameters(model))
         _check_state(params, header, folder)
+        if had_lora:
+            for entry in entries:
+                if entry["peft_type"] == "LORA":
+                    _check_existing_lora(list(lora_layers(model)), entry, folder)
         tensors = {_model_key(k): v for k, v in _files.load_safetensors(folder / WEIGHTS_NAME).items()}
     except BaseException:
         for step in reversed(undo):

@@ -31,6 +31,7 @@ from safetensors.torch import save_file, save_model
 from torch import nn
 
 from vlblocks import _files
+from vlblocks.training import _load_checks
 
 __all__ = [
     "CHECKPOINT_FILES",
@@ -136,20 +137,6 @@ def _set_rng_state(json_state: dict[str, Any], tensors: dict[str, torch.Tensor])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda.")]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
-
-
-def _check_rng(json_state: Any, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Raise unless the saved RNG states can be restored (tried on fresh generators, the global ones untouched)."""
-    try:
-        version, internal, gauss = json_state["python"]
-        random.Random().setstate((version, tuple(internal), gauss))
-        name, keys, pos, has_gauss, cached = json_state["numpy"]
-        np.random.RandomState().set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        torch.Generator().set_state(tensors["torch_cpu"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(
-            f"checkpoint {str(path)!r} has a malformed RNG state ({type(e).__name__}: {e})"
-        ) from None
 
 
 # ---------------------------------------------------------------- files
@@ -279,87 +266,6 @@ def save_checkpoint(
     return _files.write_folder(folder, write, owned=CHECKPOINT_FILES, check=_check_complete)
 
 
-# ---------------------------------------------------------------- checks before loading (nothing changes on failure)
-
-# optimizer state entries that have their parameter's shape (torch.optim's Adam(W), SGD, RMSprop, Adagrad, ...)
-_PARAM_SHAPED = frozenset(
-    {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "grad_avg", "acc_delta", "sum",
-     "ax", "prev", "exp_inf", "step_size"}
-)  # fmt: skip
-
-
-def _aliases(state: dict[str, torch.Tensor]) -> dict[str, set[str]]:
-    """For every key, the other keys that are the same tensor (tied weights; the file stores one of them)."""
-    groups: dict[tuple, set[str]] = {}
-    for key, t in state.items():
-        if t.numel() and t.device.type != "meta":
-            ident = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
-            groups.setdefault(ident, set()).add(key)
-    return {key: group - {key} for group in groups.values() for key in group}
-
-
-def _check_model(model: nn.Module, header: dict, strict: bool, path: Path) -> None:
-    own = model.state_dict()
-    aliases = _aliases(own)
-    shapes = {k: shape for k, (_, shape) in header.items()}
-    wrong = [
-        f"{k}: model {tuple(own[k].shape)}, file {shapes[k]}"
-        for k in shapes
-        if k in own and tuple(own[k].shape) != shapes[k]
-    ]
-    if wrong:
-        raise ValueError(f"checkpoint {str(path)!r} does not fit the model: shape mismatch {wrong[:8]}")
-    missing = [k for k in own if k not in shapes and not aliases.get(k, set()) & shapes.keys()]
-    unexpected = sorted(shapes.keys() - own.keys())
-    if strict and (missing or unexpected):
-        raise ValueError(
-            f"checkpoint {str(path)!r} does not fit {type(model).__name__} (strict=True): missing keys "
-            f"{missing[:8]} (of {len(missing)}), unexpected keys {unexpected[:8]} (of {len(unexpected)})"
-        )
-
-
-def _check_optimizer(optimizer: torch.optim.Optimizer, saved: Any, path: Path) -> None:
-    name = type(optimizer).__name__
-    groups = saved.get("param_groups") if isinstance(saved, dict) else None
-    if not isinstance(groups, list) or not isinstance(saved.get("state"), dict):
-        raise ValueError(f"checkpoint {str(path)!r} has a malformed optimizer state")
-    if len(groups) != len(optimizer.param_groups):
-        raise ValueError(
-            f"checkpoint {str(path)!r}: the optimizer has {len(optimizer.param_groups)} param groups, "
-            f"the checkpoint {len(groups)}"
-        )
-    params: dict[Any, torch.Tensor] = {}
-    for i, (own, theirs) in enumerate(zip(optimizer.param_groups, groups)):
-        ids = theirs.get("params") if isinstance(theirs, dict) else None
-        if not isinstance(ids, list) or len(ids) != len(own["params"]):
-            count = len(ids) if isinstance(ids, list) else ids
-            raise ValueError(
-                f"checkpoint {str(path)!r}: {name} param group {i} has {len(own['params'])} parameters, "
-                f"the checkpoint {count}"
-            )
-        params.update(zip(ids, own["params"]))
-    for index, entry in saved["state"].items():
-        if index not in params or not isinstance(entry, dict):
-            raise ValueError(f"checkpoint {str(path)!r}: optimizer state for unknown parameter {index!r}")
-        for key, value in entry.items():
-            shape = tuple(params[index].shape)
-            if key in _PARAM_SHAPED and isinstance(value, torch.Tensor) and tuple(value.shape) != shape:
-                raise ValueError(
-                    f"checkpoint {str(path)!r}: optimizer state {key!r} of parameter {index} has shape "
-                    f"{tuple(value.shape)}, the parameter {shape}"
-                )
-
-
-def _check_scheduler(scheduler: Any, saved: Any, path: Path) -> None:
-    own = scheduler.state_dict()
-    if not isinstance(saved, dict) or saved.keys() != own.keys():
-        theirs = sorted(saved) if isinstance(saved, dict) else saved
-        raise ValueError(
-            f"checkpoint {str(path)!r}: the scheduler state has keys {theirs}, "
-            f"{type(scheduler).__name__} has {sorted(own)} (a different kind of scheduler?)"
-        )
-
-
 def _read(folder: Path, meta: dict, name: str, device: str) -> dict[str, torch.Tensor]:
     return _files.load_safetensors(folder / name, device) if name in meta["files"] else {}
 
@@ -414,7 +320,7 @@ def load_checkpoint(
     folder = _files.resolve_complete(folder, _check_complete)
     meta, headers = _check_complete(folder)
     target = _unwrap(model)
-    _check_model(target, headers[MODEL_FILE], strict, folder)
+    _load_checks.check_model(target, headers[MODEL_FILE], strict, folder)
     extra = _read(folder, meta, EXTRA_FILE, device)
     opt_state = sched_state = rng = None
     if optimizer is not None:
@@ -424,18 +330,18 @@ def load_checkpoint(
             )
         opt_tensors = _read(folder, meta, OPTIMIZER_FILE, device)
         opt_state = _decode_or_raise(meta["optimizer"], opt_tensors, folder, "optimizer state")
-        _check_optimizer(optimizer, opt_state, folder)
+        _load_checks.check_optimizer(optimizer, opt_state, folder)
     if scheduler is not None:
         if "scheduler" not in meta:
             raise ValueError(
                 f"checkpoint {str(folder)!r} has no scheduler state (it was saved without scheduler)"
             )
         sched_state = _decode_or_raise(meta["scheduler"], extra, folder, "scheduler state")
-        _check_scheduler(scheduler, sched_state, folder)
+        _load_checks.check_scheduler(scheduler, sched_state, folder)
     state = _decode_or_raise(meta.get("state", {}), extra, folder, "state")
     if restore_rng:
         rng = _read(folder, meta, RNG_FILE, "cpu")
-        _check_rng(meta.get("rng"), rng, folder)
+        _load_checks.check_rng(meta.get("rng"), rng, folder)
     weights = _read(folder, meta, MODEL_FILE, device)
     # everything is checked: load
     target.load_state_dict(weights, strict=False)
