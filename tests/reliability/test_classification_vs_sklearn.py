@@ -11,11 +11,10 @@ import warnings
 
 import numpy as np
 import pytest
+import sklearn.metrics as sklearn_metrics
 import torch
 
 from vlblocks.metrics import classification_report
-
-sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn is a test dependency")
 
 
 def sklearn_report(yt, yp, labels=None):
