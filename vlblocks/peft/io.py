@@ -5,7 +5,8 @@ LoRA weights use peft's key layout (`base_model.model.<module>.lora_A.weight`, `
 loads a folder saved here and `load_adapter` loads a folder saved by peft's `save_pretrained`
 (LoRA, Hu et al. 2021). Bottleneck adapters (Houlsby et al. 2019) and other PEFT modules (soft prompts) are saved
 in the same file under their model path; the config then holds a list of entries, one per kind
-(`"peft_type": "LORA"`, `"VLBLOCKS_ADAPTER"`, `"VLBLOCKS_MODULES"`), which only vlblocks reads.
+(`"peft_type": "LORA"`, `"VLBLOCKS_ADAPTER"`, `"VLBLOCKS_MODULES"`), which only vlblocks reads. Folders are written
+crash-safely (`vlblocks._files.write_folder`, like checkpoints); a failed `load_adapter` leaves the model as it was.
 
 Shapes: r rank, in / out layer widths (see `vlblocks.peft.lora`).
 """
