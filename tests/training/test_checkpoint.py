@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import vlblocks.training.checkpoint as ckpt
-from vlblocks.training import load_checkpoint, save_checkpoint
+from vlblocks.training import has_checkpoint, load_checkpoint, read_checkpoint_state, save_checkpoint
 
 
 def make_run(seed: int):
@@ -151,8 +151,9 @@ def test_crash_between_renames_is_recovered(tmp_path, monkeypatch) -> None:
     with pytest.raises(OSError, match="simulated"):
         save_checkpoint(folder, model=model, state={"step": 2})
     monkeypatch.undo()
-    assert not folder.exists()
+    assert not folder.exists() and has_checkpoint(folder)  # folder.exists() is not the resume check
     assert load_checkpoint(folder, model=nn.Linear(3, 3)) == {"step": 1}  # reads the kept-aside one
+    assert read_checkpoint_state(folder) == {"step": 1}
     save_checkpoint(folder, model=model, state={"step": 3})  # repairs, cleans, then replaces
     assert load_checkpoint(folder, model=nn.Linear(3, 3)) == {"step": 3}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
@@ -215,7 +216,9 @@ def test_errors(tmp_path) -> None:
     (folder / "rng.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="missing files"):
         load_checkpoint(folder, model=model)
-    with pytest.raises(RuntimeError):  # strict key check
+    with pytest.raises(
+        ValueError, match=r"does not fit Sequential \(strict=True\): missing keys \['0.weight'"
+    ):
         save_checkpoint(tmp_path / "d", model=nn.Linear(2, 2))
         load_checkpoint(tmp_path / "d", model=nn.Sequential(nn.Linear(2, 2)))
     with pytest.raises(TypeError, match="cannot store object"):
@@ -228,3 +231,16 @@ def test_errors(tmp_path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="existing file"):
         save_checkpoint(tmp_path / "file", model=model)
+
+
+def test_has_checkpoint(tmp_path) -> None:
+    assert not has_checkpoint(tmp_path / "c")
+    (tmp_path / "c").mkdir()
+    assert not has_checkpoint(tmp_path / "c")  # empty folder
+    save_checkpoint(tmp_path / "c", model=nn.Linear(2, 2), state={"step": 4})
+    assert has_checkpoint(tmp_path / "c") and has_checkpoint(str(tmp_path / "c"))
+    assert read_checkpoint_state(tmp_path / "c") == {"step": 4}
+    (tmp_path / "c" / "rng.safetensors").write_bytes(b"\x10\x00")  # truncated: load_checkpoint would fail
+    assert not has_checkpoint(tmp_path / "c")
+    with pytest.raises(ValueError, match=r"rng.safetensors is not a valid safetensors file: 2 bytes"):
+        load_checkpoint(tmp_path / "c", model=nn.Linear(2, 2))

@@ -60,13 +60,51 @@ class ClassificationReport:
 
 
 def _to_numpy(y: Any, name: str) -> np.ndarray:
-    """Lists, numpy arrays or tensors -> a 1-D numpy array (N,)."""
+    """Lists, tuples, numpy arrays or tensors -> a 1-D numpy array (N,) of labels of one kind (numbers or str)."""
     if isinstance(y, torch.Tensor):
-        y = y.detach().cpu().numpy()
-    arr = np.asarray(y)
+        y = y.detach().cpu()
+        y = (y.float() if y.dtype in (torch.bfloat16, torch.float16) else y).numpy()
+    if not isinstance(y, list | tuple | np.ndarray):
+        raise TypeError(
+            f"{name} must be a list, tuple, numpy array or tensor of labels, got {type(y).__name__}"
+        )
+    try:
+        arr = np.asarray(y)
+    except ValueError as e:  # ragged nested sequences
+        raise ValueError(
+            f"{name} must be a 1-D sequence of labels, got a ragged nested sequence ({e})"
+        ) from None
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D (N,), got shape {tuple(arr.shape)}")
+    if arr.dtype == object:
+        if not all(isinstance(v, str) for v in arr):
+            kinds = sorted({type(v).__name__ for v in arr})
+            raise ValueError(f"{name} must hold labels of one kind (numbers or str), got {kinds}")
+        arr = arr.astype(str)
+    kind = arr.dtype.kind
+    if kind == "S":
+        raise TypeError(f"{name} holds bytes labels; decode them to str first")
+    if kind not in "biufUMm":
+        raise ValueError(f"{name} must hold int, float, bool or str labels, got dtype {arr.dtype}")
+    if kind == "f":
+        if np.isnan(arr).any():
+            raise ValueError(f"{name} contains NaN")
+        if np.isinf(arr).any():
+            raise ValueError(f"{name} contains infinity")
+        continuous = (arr != np.round(arr)) | (np.abs(arr) >= 2.0**63)  # not an int64 label
+        if continuous.any():
+            bad = arr[continuous][:3].tolist()
+            raise ValueError(
+                f"{name} holds continuous values such as {bad}; classification needs class labels"
+            )
     return arr
+
+
+def _same_kind(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    """Labels compared with each other must both be strings or both be numbers (like scikit-learn)."""
+    kinds = ["str" if arr.dtype.kind == "U" else "numbers" for arr in (a, b)]
+    if kinds[0] != kinds[1]:
+        raise ValueError(f"mix of label types: {name_a} holds {kinds[0]}, {name_b} holds {kinds[1]}")
 
 
 def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -106,6 +144,7 @@ def _resolve_labels(
         arr = _to_numpy(labels, "labels")
         if arr.size == 0:
             raise ValueError("labels must be non-empty, got an empty sequence")
+        _same_kind(arr, y_true, "labels", "y_true")
         if len(np.unique(arr)) != len(arr):
             raise ValueError(f"labels must not repeat, got {arr.tolist()}")
         return arr
@@ -131,9 +170,16 @@ def classification_report(
 
     Returns:
         A ``ClassificationReport``: scalars are floats, per-class arrays have shape (C,).
+
+    Raises:
+        ValueError: wherever scikit-learn raises for the same input (a mix of str and number labels, NaN / inf,
+            continuous values, labels that are not one kind, complex, empty or unequal-length inputs), and also for
+            ``labels`` of another kind than the targets (str against numbers), which scikit-learn silently scores 0.
+        TypeError: inputs that are not a list / tuple / array / tensor, and bytes labels.
     """
     yt = _to_numpy(y_true, "y_true")
     yp = _to_numpy(y_pred, "y_pred")
+    _same_kind(yt, yp, "y_true", "y_pred")
     if yt.shape != yp.shape:
         raise ValueError(f"y_true and y_pred must have the same length, got {len(yt)} and {len(yp)}")
     if yt.size == 0:

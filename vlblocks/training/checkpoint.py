@@ -9,28 +9,29 @@ A checkpoint is a folder::
     trainer_state.json         user ``state`` (step, epoch, best metric ...), optimizer param_groups, scheduler
                                state_dict, python / numpy RNG states, written last
 
-It is written into a temporary sibling folder (``.<name>.tmp-*``), every file and the folder are fsynced, and
-only then does it replace the previous checkpoint (the old folder is renamed aside, the new one renamed in, the
-old one deleted). A crash while writing leaves the previous checkpoint untouched; after a crash between the two renames
-``load_checkpoint`` reads the kept-aside folder and the next ``save_checkpoint`` renames it back first.
+It is written crash-safely (``vlblocks._files.write_folder``): into a temporary sibling folder, every file and the
+folder fsynced, then renamed into place; a previous complete checkpoint waits under its backup name ``.<name>.old``
+until the new one is in place. After a crash at any step, ``has_checkpoint`` is true and ``load_checkpoint`` reads the
+last complete checkpoint (the new one or the previous one, never a mixture); no save removes it before the new one
+is complete. ``load_checkpoint`` checks everything (files, keys, shapes, requested states) before it changes anything.
 Nothing is ever pickled: non-tensor values must be JSON-able (dict, list, tuple, str, int, float, bool, None);
 tuples and dicts with non-str keys are tagged so they come back with their type.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import save_file, save_model
 from torch import nn
+
+from vlblocks import _files
+from vlblocks.training import _load_checks
 
 __all__ = [
     "CHECKPOINT_FILES",
@@ -141,31 +142,6 @@ def _set_rng_state(json_state: dict[str, Any], tensors: dict[str, torch.Tensor])
 # ---------------------------------------------------------------- files
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     """The module under DistributedDataParallel / DataParallel / torch.compile wrappers."""
     while True:
@@ -177,33 +153,13 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def _backup_of(folder: Path) -> Path | None:
-    """The newest previous checkpoint kept aside by an interrupted replacement of ``folder``, if any."""
-    if not folder.parent.is_dir():
-        return None
-    backups = sorted(folder.parent.glob(f".{folder.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    return backups[-1] if backups else None
-
-
-def _recover(folder: Path) -> None:
-    """Before a save: finish an interrupted replacement and drop stale temporary folders of ``folder``."""
-    parent = folder.parent
-    backup = None if folder.exists() else _backup_of(folder)
-    if backup is not None:
-        os.rename(backup, folder)
-    for stale in parent.glob(f".{folder.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    if folder.exists():
-        for old in parent.glob(f".{folder.name}.old-*"):
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_checkpoint(tmp: Path, model, optimizer, scheduler, state) -> None:
     """Write every file of a checkpoint into the (empty) folder ``tmp``, trainer_state.json last."""
-    save_model(_unwrap(model), str(tmp / MODEL_FILE), metadata={"format": "pt"})
-    files = [MODEL_FILE]
     meta: dict[str, Any] = {"format_version": FORMAT_VERSION}
     extra: dict[str, torch.Tensor] = {}
+    meta["state"] = _encode(dict(state or {}), "state", extra)  # bad state fails before any file is written
+    save_model(_unwrap(model), str(tmp / MODEL_FILE), metadata={"format": "pt"})
+    files = [MODEL_FILE]
     if optimizer is not None:
         opt_tensors: dict[str, torch.Tensor] = {}
         meta["optimizer"] = _encode(optimizer.state_dict(), "", opt_tensors)
@@ -211,7 +167,6 @@ def _write_checkpoint(tmp: Path, model, optimizer, scheduler, state) -> None:
         files.append(OPTIMIZER_FILE)
     if scheduler is not None:
         meta["scheduler"] = _encode(scheduler.state_dict(), "scheduler", extra)
-    meta["state"] = _encode(dict(state or {}), "state", extra)
     rng_json, rng_tensors = _rng_state()
     meta["rng"] = rng_json
     save_file(rng_tensors, str(tmp / RNG_FILE))
@@ -220,61 +175,11 @@ def _write_checkpoint(tmp: Path, model, optimizer, scheduler, state) -> None:
         save_file(extra, str(tmp / EXTRA_FILE))
         files.append(EXTRA_FILE)
     meta["files"] = files
-    for name in files:
-        _fsync_file(tmp / name)
-    _write_json(meta, tmp / STATE_FILE)
-    _fsync_dir(tmp)
+    _files.write_json(meta, tmp / STATE_FILE)
 
 
-def save_checkpoint(
-    folder: str | os.PathLike,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any | None = None,
-    state: dict[str, Any] | None = None,
-) -> Path:
-    """Atomically write a checkpoint folder (replacing a previous one only once the new one is complete).
-
-    Call it on the main process only under DDP (``if dist_info.is_main: save_checkpoint(...)``).
-
-    Args:
-        folder: the checkpoint folder (created; its parent too).
-        model: the model (DDP / compile wrappers are unwrapped); tied weights are stored once.
-        optimizer: optional optimizer.
-        scheduler: optional LR scheduler (anything with ``state_dict`` / ``load_state_dict``).
-        state: optional JSON-able dict (tensors allowed), e.g. ``{"step": 100, "epoch": 2, "best": 0.61}``.
-
-    Returns:
-        The checkpoint folder.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if state is not None and not isinstance(state, dict):
-        raise TypeError(f"state must be a dict or None, got {type(state).__name__}")
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"folder must be a directory path, got an existing file {str(folder)!r}")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _recover(folder)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = folder.parent / f".{folder.name}.tmp-{token}"
-    tmp.mkdir()
-    try:
-        _write_checkpoint(tmp, model, optimizer, scheduler, state)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = folder.parent / f".{folder.name}.old-{token}"
-    if folder.exists():
-        os.rename(folder, old)  # keep the previous checkpoint until the new one is in place
-    os.rename(tmp, folder)
-    _fsync_dir(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
-def _read_meta(folder: Path) -> dict[str, Any]:
+def _check_complete(folder: Path) -> tuple[dict[str, Any], dict[str, dict]]:
+    """(trainer_state.json content, {file: safetensors header}) of a complete checkpoint; raises otherwise."""
     if not folder.exists():
         raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist")
     if not folder.is_dir():
@@ -285,14 +190,91 @@ def _read_meta(folder: Path) -> dict[str, Any]:
             f"incomplete checkpoint {str(folder)!r}: {STATE_FILE} is missing (not written by save_checkpoint, "
             "or the write was interrupted)"
         )
-    with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
-    missing = [name for name in meta.get("files", []) if not (folder / name).is_file()]
-    if missing or "files" not in meta:
-        raise FileNotFoundError(
-            f"incomplete checkpoint {str(folder)!r}: missing files {missing or [STATE_FILE]}"
+    meta = _files.read_json(meta_path)
+    files = meta.get("files") if isinstance(meta, dict) else None
+    allowed = set(CHECKPOINT_FILES) - {STATE_FILE}
+    if not isinstance(files, list) or not {MODEL_FILE, RNG_FILE} <= set(files) or not set(files) <= allowed:
+        raise ValueError(f"{meta_path} is not a vlblocks trainer state: its 'files' entry is {files!r}")
+    if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
+        raise ValueError(
+            f"{meta_path} has format_version {meta.get('format_version')!r}; this vlblocks reads <= {FORMAT_VERSION}"
         )
-    return meta
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"incomplete checkpoint {str(folder)!r}: missing files {missing}")
+    return meta, {name: _files.read_safetensors_header(folder / name) for name in files}
+
+
+def has_checkpoint(folder: str | os.PathLike) -> bool:
+    """True when ``load_checkpoint(folder, ...)`` finds a complete checkpoint (the resume check of a recipe).
+
+    Also true after a crash at any step of a ``save_checkpoint`` over an existing checkpoint: the last complete one
+    is then read from its backup (``.<name>.old``) until the next save completes.
+    """
+    folder = _files.check_path("folder", folder)
+    return _files.find_complete(folder, _check_complete) is not None
+
+
+def read_checkpoint_state(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``state`` dict of the checkpoint ``load_checkpoint`` would load, without loading anything else.
+
+    For decisions taken before the model / optimizer are built (e.g. which training stage a resumed run is in).
+
+    Raises:
+        FileNotFoundError / ValueError: as ``load_checkpoint`` (no complete checkpoint, a malformed file).
+    """
+    folder = _files.resolve_complete(_files.check_path("folder", folder), _check_complete)
+    meta, _ = _check_complete(folder)
+    return _decode_or_raise(meta.get("state", {}), _read(folder, meta, EXTRA_FILE, "cpu"), folder, "state")
+
+
+def save_checkpoint(
+    folder: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    state: dict[str, Any] | None = None,
+) -> Path:
+    """Crash-safely write a checkpoint folder (replacing a previous one only once the new one is complete).
+
+    Call it on the main process only under DDP (``if dist_info.is_main: save_checkpoint(...)``).
+
+    Args:
+        folder: the checkpoint folder (created; its parent too). An existing folder may hold only checkpoint files.
+        model: the model (DDP / compile wrappers are unwrapped); tied weights are stored once.
+        optimizer: optional optimizer.
+        scheduler: optional LR scheduler (anything with ``state_dict`` / ``load_state_dict``).
+        state: optional JSON-able dict (tensors allowed), e.g. ``{"step": 100, "epoch": 2, "best": 0.61}``.
+
+    Returns:
+        The checkpoint folder.
+    """
+    folder = _files.check_path("folder", folder)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    if scheduler is not None and not callable(getattr(scheduler, "state_dict", None)):
+        raise TypeError(f"scheduler must have a state_dict() method, got {type(scheduler).__name__}")
+    if state is not None and not isinstance(state, dict):
+        raise TypeError(f"state must be a dict or None, got {type(state).__name__}")
+
+    def write(tmp: Path) -> None:
+        _write_checkpoint(tmp, model, optimizer, scheduler, state)
+
+    return _files.write_folder(folder, write, owned=CHECKPOINT_FILES, check=_check_complete)
+
+
+def _read(folder: Path, meta: dict, name: str, device: str) -> dict[str, torch.Tensor]:
+    return _files.load_safetensors(folder / name, device) if name in meta["files"] else {}
+
+
+def _decode_or_raise(obj: Any, tensors: dict[str, torch.Tensor], path: Path, what: str) -> Any:
+    try:
+        return _decode(obj, tensors)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"checkpoint {str(path)!r} has a malformed {what} ({e})") from None
 
 
 def load_checkpoint(
@@ -307,6 +289,10 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint written by ``save_checkpoint`` into the given objects.
 
+    Everything is checked first (files complete, requested optimizer / scheduler state present, keys and shapes
+    fit); only then is anything loaded, so on an error the model, optimizer, scheduler and RNGs are unchanged.
+    After a crash during a save, the last complete checkpoint is read (see ``has_checkpoint``).
+
     Args:
         folder: the checkpoint folder.
         model: the model to load into (same architecture; tied weights are re-tied by the model itself).
@@ -314,50 +300,55 @@ def load_checkpoint(
         scheduler: optional scheduler of the same kind.
         map_location: device the tensors are read to before being copied in.
         restore_rng: also restore the python / numpy / torch (CPU and CUDA) global RNG states.
-        strict: the model's keys must match the file's exactly.
+        strict: the model's keys must match the file's exactly (shapes must always match).
 
     Returns:
         The ``state`` dict given to ``save_checkpoint`` (``{}`` when none was given).
+
+    Raises:
+        FileNotFoundError: no complete checkpoint (missing folder, missing trainer_state.json or listed file).
+        ValueError: a malformed or truncated file (named), a requested optimizer / scheduler state that was not
+            saved, or a checkpoint that does not fit the model / optimizer / scheduler.
     """
-    folder = Path(folder)
-    if not folder.exists() and _backup_of(folder) is not None:
-        folder = _backup_of(folder)  # a save was interrupted between its two renames: read the kept-aside one
-    meta = _read_meta(folder)
-    device = str(map_location)
-    load_model(_unwrap(model), str(folder / MODEL_FILE), strict=strict, device=device)
+    folder = _files.check_path("folder", folder)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    try:
+        device = str(torch.device(map_location))
+    except (RuntimeError, TypeError):
+        raise ValueError(f"map_location must name a torch device, got {map_location!r}") from None
+    folder = _files.resolve_complete(folder, _check_complete)
+    meta, headers = _check_complete(folder)
+    target = _unwrap(model)
+    _load_checks.check_model(target, headers[MODEL_FILE], strict, folder)
+    extra = _read(folder, meta, EXTRA_FILE, device)
+    opt_state = sched_state = rng = None
     if optimizer is not None:
-        if "optimizer" not in meta:
+        if "optimizer" not in meta or OPTIMIZER_FILE not in meta["files"]:
             raise ValueError(
                 f"checkpoint {str(folder)!r} has no optimizer state (it was saved without optimizer)"
             )
-        opt_state = _decode(meta["optimizer"], load_file(str(folder / OPTIMIZER_FILE), device=device))
-        optimizer.load_state_dict(opt_state)
-    extra = load_file(str(folder / EXTRA_FILE), device=device) if EXTRA_FILE in meta["files"] else {}
+        opt_tensors = _read(folder, meta, OPTIMIZER_FILE, device)
+        opt_state = _decode_or_raise(meta["optimizer"], opt_tensors, folder, "optimizer state")
+        _load_checks.check_optimizer(optimizer, opt_state, folder)
     if scheduler is not None:
         if "scheduler" not in meta:
             raise ValueError(
                 f"checkpoint {str(folder)!r} has no scheduler state (it was saved without scheduler)"
             )
-        scheduler.load_state_dict(_decode(meta["scheduler"], extra))
+        sched_state = _decode_or_raise(meta["scheduler"], extra, folder, "scheduler state")
+        _load_checks.check_scheduler(scheduler, sched_state, folder)
+    state = _decode_or_raise(meta.get("state", {}), extra, folder, "state")
     if restore_rng:
-        _set_rng_state(meta["rng"], load_file(str(folder / RNG_FILE)))
-    return _decode(meta.get("state", {}), extra)
-
-
-def read_checkpoint_state(folder: str | os.PathLike) -> dict[str, Any]:
-    """The ``state`` dict of a checkpoint (step, epoch, ...) without loading its model or optimizer tensors."""
-    folder = Path(folder)
-    if not folder.exists() and _backup_of(folder) is not None:
-        folder = _backup_of(folder)
-    meta = _read_meta(folder)
-    extra = load_file(str(folder / EXTRA_FILE)) if EXTRA_FILE in meta["files"] else {}
-    return _decode(meta.get("state", {}), extra)
-
-
-def has_checkpoint(folder: str | os.PathLike) -> bool:
-    """True when ``load_checkpoint(folder)`` finds a complete checkpoint (also a kept-aside one after a crash)."""
-    try:
-        read_checkpoint_state(folder)
-    except (FileNotFoundError, NotADirectoryError, ValueError, OSError):
-        return False
-    return True
+        rng = _read(folder, meta, RNG_FILE, "cpu")
+        _load_checks.check_rng(meta.get("rng"), rng, folder)
+    weights = _read(folder, meta, MODEL_FILE, device)
+    # everything is checked: load
+    target.load_state_dict(weights, strict=False)
+    if optimizer is not None:
+        optimizer.load_state_dict(opt_state)
+    if scheduler is not None:
+        scheduler.load_state_dict(sched_state)
+    if restore_rng:
+        _set_rng_state(meta["rng"], rng)
+    return state
