@@ -579,49 +579,42 @@ CASES = [
         vqa(None, [TEN]),
         TypeError,
         "predictions",
-        gap=SC + "TypeError from len(None), not naming predictions",
     ),
     Case(
         "vqa_accuracy answers=None",
         vqa(["yes"], None),
         TypeError,
         "answers",
-        gap=SC + "TypeError from len(None), not naming answers",
     ),
     Case(
         "vqa_accuracy predictions=generator",
         vqa((p for p in ["yes"]), [TEN]),
         TypeError,
         "predictions",
-        gap=SC + "TypeError from len(generator)",
     ),
     Case(
         "vqa_accuracy answers=[[1, 2]]",
         vqa(["yes"], [[1, 2]]),
         TypeError,
         r"answers\[0\]",
-        gap=SC + "AttributeError: 'int' object has no attribute 'replace'",
     ),
     Case(
         "vqa_accuracy answers=[None]",
         vqa(["yes"], [None]),
         ValueError,
         r"answers\[0\]",
-        gap=SC + "TypeError from len(None)",
     ),
     Case(
         "vqa_accuracy predictions=dict",
         vqa({"q1": "yes"}, [TEN]),
         TypeError,
         "predictions",
-        gap=SC + "silently scores the dict's keys (0.0)",
     ),
     Case(
         "vqa_accuracy answers=[set]",
         vqa(["yes"], [{"yes", "no"}]),
         TypeError,
         r"answers\[0\]",
-        gap=SC + "a set of answers silently dedupes the humans (0.17)",
     ),
 ]
 
@@ -645,4 +638,4 @@ def test_counts() -> None:
     results = sum(c.check is not None for c in CASES)
     gaps = sum(c.gap is not None for c in CASES)
     assert len({c.name for c in CASES}) == len(CASES)
-    assert (len(CASES), errors, results, gaps) == (92, 70, 15, 7)
+    assert (len(CASES), errors, results, gaps) == (92, 77, 15, 0)

@@ -223,6 +223,11 @@ def _validate(predictions: Sequence[str], answers: Sequence[Sequence[str]], norm
         raise ValueError(f"normalize must be one of {_NORMALIZE_MODES}, got {normalize!r}")
     if isinstance(predictions, str):
         raise TypeError("predictions must be a sequence of str, got a single str")
+    for name, value in (("predictions", predictions), ("answers", answers)):
+        if not _list_like(value):
+            raise TypeError(
+                f"{name} must be a list (or tuple) of one entry per question, got {type(value).__name__}"
+            )
     if len(predictions) != len(answers):
         raise ValueError(
             f"predictions and answers must have the same length, got {len(predictions)} and {len(answers)}"
@@ -232,8 +237,24 @@ def _validate(predictions: Sequence[str], answers: Sequence[Sequence[str]], norm
     for i, (pred, gts) in enumerate(zip(predictions, answers)):
         if not isinstance(pred, str):
             raise TypeError(f"predictions[{i}] must be a str, got {type(pred).__name__}")
-        if isinstance(gts, str) or len(gts) == 0:
+        if gts is None or isinstance(gts, str) or (_list_like(gts) and len(gts) == 0):
             raise ValueError(f"answers[{i}] must be a non-empty list of str, got {gts!r}")
+        if not _list_like(gts):
+            raise TypeError(
+                f"answers[{i}] must be a list of str (one per human, repeats kept), got {type(gts).__name__}"
+            )
+        if not all(isinstance(a, str) for a in gts):  # numpy str_ is a str
+            bad = next(a for a in gts if not isinstance(a, str))
+            raise TypeError(f"answers[{i}] must hold str answers, got {type(bad).__name__} {bad!r}")
+
+
+def _list_like(value: object) -> bool:
+    """A list, tuple, other Sequence or 1-D+ numpy array: not a str, dict, set or one-shot iterator."""
+    if isinstance(value, (str, bytes, dict, set, frozenset)):
+        return False
+    if type(value).__module__ == "numpy":
+        return getattr(value, "ndim", 0) >= 1
+    return isinstance(value, Sequence)
 
 
 def vqa_accuracy_per_question(
