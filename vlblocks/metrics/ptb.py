@@ -21,7 +21,6 @@ Shape legend: none (strings in, strings out).
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from functools import cache
 
@@ -35,18 +34,14 @@ PTB_PUNCTUATION = frozenset(
 @cache
 def _letter_class() -> str:
     """A regex class body of the BMP characters Java's ``Character.isLetter`` accepts (Unicode category L*)."""
-    ranges, start, prev = [], None, None
-    for cp in range(0x10000):
-        ok = 0xD800 > cp or cp > 0xDFFF
-        ok = ok and unicodedata.category(chr(cp)).startswith("L")
-        if ok and start is None:
-            start = cp
-        if not ok and start is not None:
+    bmp = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x10000)))
+    codes = [ord(c) for c in bmp if c.isalpha()]  # str.isalpha is exactly the categories Lu Ll Lt Lm Lo
+    ranges, start = [], codes[0]
+    for prev, cp in zip(codes, codes[1:]):
+        if cp != prev + 1:
             ranges.append((start, prev))
-            start = None
-        prev = cp
-    if start is not None:
-        ranges.append((start, prev))
+            start = cp
+    ranges.append((start, codes[-1]))
     return "".join(
         re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
     )
@@ -90,7 +85,9 @@ def _patterns() -> list[tuple[str, str]]:
     """(action, regex) of every lexer rule in priority order; a group ``t`` marks the token inside its context."""
     letter = f"[{_letter_class()}]"
     splet = r"&[aeiouAEIOU](?i:acute|grave|uml);"
-    word = f"(?:[{_letter_class()}{_EXTRA}]|{splet})+"
+    wl = f"(?:[{_letter_class()}{_EXTRA}]|{splet})"
+    wld = f"(?:[{_letter_class()}{_EXTRA}0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]|{splet})"
+    word = f"{wl}{wld}*(?:[.!?]{wl}{wld}*)*"  # "etc.The" and "e.g" (before a final period) are one word
     digit = r"[0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]"
     alnum = f"(?:{letter}|{digit})"
     space = r"[ \t\u00a0\u2000-\u200a\u3000]"
@@ -139,8 +136,8 @@ def _patterns() -> list[tuple[str, str]]:
     thinga = r"[A-Z]+(?:(?:[+&]|&(?i:amp);)[A-Z]+)+"
     url_end = r"[^ \t\n\f\r\"<>|.!?(){},-]"
     quotes = (
-        r"''|(?:['\u0092\u2019]|&apos;)|[`\u2018\u2019\u201a\u201b\u201c\u201d\u0091\u0092\u0093\u0094\u201e\u201f"
-        r"\u2039\u203a\u00ab\u00bb]{1,2}"
+        r"''|[`\u2018\u2019\u201a\u201b\u201c\u201d\u0091\u0092\u0093\u0094\u201e\u201f"
+        r"\u2039\u203a\u00ab\u00bb]{1,2}|(?:['\u0092\u2019]|&apos;)"
     )
     return [
         ("assimilation", r"(?i:cannot|gimme|gonna|gotta|lemme|more'n|wanna)"),
@@ -160,7 +157,11 @@ def _patterns() -> list[tuple[str, str]]:
             r"(?:(?:(?i:www)\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},\-_$]+\.)+"
             rf"(?i:com|net|org|edu)))(?:/[^ \t\n\f\r\"<>|()]+{url_end})?",
         ),
-        ("tok", r"[a-zA-Z0-9][^ \t\n\f\r\"<>|()\u00a0]*@(?:[^ \t\n\f\r\"<>|().\u00a0]+\.)+[a-zA-Z]{2,4}"),
+        (
+            "tok",
+            r"[a-zA-Z0-9][^ \t\n\f\r\"<>|(){}\u00a0]*@(?:[^ \t\n\f\r\"<>|(){}.\u00a0]+\.)*"
+            r"[^ \t\n\f\r\"<>|(){}.\u00a0]+",
+        ),
         ("right", rf"(?P<t>{redaux})[^A-Za-z]"),
         ("right", rf"(?i:n){aposx}(?i:t)"),
         ("tok", rf"{digit}{{1,2}}[\-/]{digit}{{1,2}}[\-/]{digit}{{2,4}}"),
@@ -179,7 +180,7 @@ def _patterns() -> list[tuple[str, str]]:
             "currency",
             r"[\u00a2\u00a3\u00a4\u00a5\u0080\u20a0\u20ac\u060b\u0e3f\u20a4\uffe0\uffe1\uffe5\uffe6]",
         ),
-        ("acronym", rf"(?P<t>(?:{acro}|[A-Za-z])\.){space}+(?:{_SENTENCE_STARTERS}){spacenl}"),
+        ("acronym", rf"(?P<t>(?:{acro}|[A-Za-z])\.){spacenl}+(?:{_SENTENCE_STARTERS}){spacenl}"),
         ("acronym", rf"(?P<t>{abbrev1}){sentend}"),
         ("tok", abbrev1),
         ("tok", rf"{abbrev4}\."),
@@ -188,20 +189,20 @@ def _patterns() -> list[tuple[str, str]]:
         ("tok", rf"(?P<t>{apos}[0-9][0-9]){spacenl}"),
         ("word", rf"(?P<t>{word}\.)[,;:]"),
         ("phone", r"(?:\([0-9]{3}\)[ \u00a0]?|[0-9]{3}[\- \u00a0.])[0-9]{3}[\- \u00a0.][0-9]{4}"),
-        ("smiley", r"[<>]?[:;=][\-o*']?[()DPdpO\\{@|\[\]]"),
+        ("smiley", r"(?P<t>[<>]?[:;=][\-o*']?[()DPdpO\\{@|\[\]])(?:[^A-Za-z]|$)"),
         ("left", r"(?P<t>\"|&(?i:quot);)[A-Za-z0-9$]"),
         ("right", r"\"|&(?i:quot);"),
         ("tok", r"\+|[%&\u2030\u2031]|~|\^|\||\\"),
         ("lsb", r"\["),
         ("rsb", r"\]"),
-        ("tok", r"<|&(?i:lt);|>|&(?i:gt);"),
+        ("tok", r"<+|&(?i:lt);|>+|&(?i:gt);"),
         ("lcb", r"\{"),
         ("rcb", r"\}"),
         ("lrb", r"\("),
         ("rrb", r"\)"),
         ("hyphens", r"-+"),
         ("ellipsis", r"\.{3,5}|(?:\.[ \u00a0]){2,4}\.|[\u0085\u2026]"),
-        ("tok", rf"[#@]{letter}{alnum}*"),
+        ("tok", r"#[A-Za-z][A-Za-z0-9]*|@[A-Za-z][A-Za-z0-9_]*"),
         ("tok", r"@+|#+|_+"),
         ("tok", r"\*+|(?:\\\*){1,3}"),
         ("tok", r"[,;:]"),
