@@ -56,7 +56,8 @@ def build_ngram_table(sentences: list[list[str]], n: int) -> NgramTable:
     for k in range(1, n + 1):
         if k > 1:
             nxt = np.full(tok.size, -1, dtype=np.int64)
-            nxt[: tok.size - k + 1] = tok[k - 1 :]
+            m = max(tok.size - k + 1, 0)
+            nxt[:m] = tok[k - 1 : k - 1 + m]
             _, codes = np.unique(codes * (tok.size + 1) + nxt, return_inverse=True)  # re-densify the k-grams
             codes = codes.reshape(-1).astype(np.int64)
         valid = remaining >= k  # the k-gram starting here stays inside its sentence
