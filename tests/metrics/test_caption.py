@@ -29,7 +29,7 @@ def _peer(refs: dict, cands: dict):
 
 def _random_corpus(rng: random.Random, images: int) -> tuple[dict, dict]:
     def sent() -> str:
-        return " ".join(rng.choice(WORDS) for _ in range(rng.choice([0, 1, 2, 3, 5, 8, 10, 12, 16, 25])))
+        return " ".join(rng.choice(WORDS) for _ in range(rng.choice([0, 1, 2, 3, 5, 8, 10, 12, 16, 25, 70])))
 
     refs = {f"img{i}": [sent() for _ in range(rng.randint(1, 6))] for i in range(images)}
     return refs, {k: sent() for k in refs}
@@ -50,6 +50,13 @@ def test_thousands_of_random_captions_equal_pycocoevalcap():
     rng = random.Random(0)
     for images in (1, 2, 7, 1500):
         _assert_equal_to_peer(*_random_corpus(rng, images))
+
+
+def test_text_holding_the_internal_sentinel_still_equals_pycocoevalcap():
+    from vlblocks.metrics.caption_kernels import _SENTINEL
+
+    refs = {1: [f"a {_SENTINEL} dog", "a dog"], 2: ["two cats", f"{_SENTINEL}"]}
+    _assert_equal_to_peer(refs, {1: f"a dog {_SENTINEL}", 2: "two"})
 
 
 def test_single_scorers_equal_caption_scores_and_controls():

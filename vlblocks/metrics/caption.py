@@ -152,7 +152,7 @@ def _tokenized(references: References, candidates: Candidates, tokenize: bool):
 
 
 def _ngram_inputs(refs: list[list[str]], cand: list[str], n: int):
-    sentences = [r.split() for rs in refs for r in rs] + [c.split() for c in cand]
+    sentences = [r for rs in refs for r in rs] + cand
     image_of_ref = np.repeat(np.arange(len(refs), dtype=np.int64), [len(rs) for rs in refs])
     return build_ngram_table(sentences, n), image_of_ref
 
@@ -170,7 +170,7 @@ def _cider(ids, refs, cand, sigma: float) -> ScoreResult:
 
 
 def _rouge(ids, refs, cand) -> ScoreResult:
-    per_image = rouge_kernel([c.split(" ") for c in cand], [[r.split(" ") for r in rs] for rs in refs])
+    per_image = rouge_kernel(cand, refs)
     return ScoreResult(float(np.mean(per_image)), ids, per_image)
 
 

@@ -43,30 +43,59 @@ class NgramTable:
     num_grams: int
 
 
-def build_ngram_table(sentences: list[list[str]], n: int) -> NgramTable:
-    """Count the 1..n-grams of every sentence (a list of tokens) with dense ids shared by all sentences."""
-    vocab: dict[str, int] = {}
-    flat = [vocab.setdefault(tok, len(vocab)) for sent in sentences for tok in sent]
-    tok = np.asarray(flat, dtype=np.int64)  # (T,)
-    length = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))  # (S,)
+_SENTINEL = "\x00\x01sentence-break\x01\x00"
+
+
+def token_ids(sentences: list[str], *, sep: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(token ids (T,), tokens per sentence (S,), vocabulary size) of ``s.split(sep)`` for every sentence.
+
+    All sentences are split in one ``str.split`` call on their concatenation with a sentinel token between them.
+    """
+    joiner = f" {_SENTINEL} "
+    flat = joiner.join(sentences).split(sep)
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(flat))}
+    ids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
+    if not sentences:
+        return ids[:0], np.zeros(0, np.int64), 0
+    sentinel = vocab.get(_SENTINEL, -1)
+    breaks = np.flatnonzero(ids == sentinel)
+    if breaks.size != len(sentences) - 1:  # a sentence holds the sentinel itself: split one by one
+        vocab = {}
+        ids = np.asarray(
+            [vocab.setdefault(t, len(vocab)) for x in sentences for t in x.split(sep)], dtype=np.int64
+        )
+        length = np.asarray([len(x.split(sep)) for x in sentences], dtype=np.int64)
+        return ids, length, len(vocab)
+    bounds = np.r_[-1, breaks, ids.size]
+    length = np.diff(bounds) - 1  # (S,)
+    keep = np.ones(ids.size, dtype=bool)
+    keep[breaks] = False
+    return ids[keep], length, len(vocab)
+
+
+def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
+    """Count the 1..n-grams of every sentence (whitespace-split) with dense ids shared by all sentences."""
+    tok, length, vocab_size = token_ids(sentences)  # (T,), (S,)
     sent_of_tok = np.repeat(np.arange(len(sentences), dtype=np.int64), length)  # (T,)
     remaining = length[sent_of_tok] - (np.arange(tok.size) - np.repeat(np.cumsum(length) - length, length))
-    codes = tok.copy()  # dense id of the k-gram starting at each position (k = 1 here)
+    codes = tok.copy()  # dense id of the k-gram starting at each position (k = 1 here: the vocabulary id)
+    size = vocab_size
     keys, orders, base = [], [], 0
     for k in range(1, n + 1):
         if k > 1:
             nxt = np.full(tok.size, -1, dtype=np.int64)
             m = max(tok.size - k + 1, 0)
             nxt[:m] = tok[k - 1 : k - 1 + m]
-            _, codes = np.unique(codes * (tok.size + 1) + nxt, return_inverse=True)  # re-densify the k-grams
+            # re-densify: positions whose k-gram leaves the sentence get ids too, never used below
+            _, codes = np.unique(codes * (vocab_size + 1) + nxt, return_inverse=True)
             codes = codes.reshape(-1).astype(np.int64)
+            size = int(codes.max(initial=-1)) + 1
         valid = remaining >= k  # the k-gram starting here stays inside its sentence
-        used, dense = np.unique(codes[valid], return_inverse=True)
-        keys.append((sent_of_tok[valid], dense.reshape(-1) + base))
-        orders.append(np.full(used.size, k - 1, dtype=np.int64))
-        base += used.size
-    sent = np.concatenate([s for s, _ in keys]) if keys else np.zeros(0, np.int64)
-    gram = np.concatenate([g for _, g in keys]) if keys else np.zeros(0, np.int64)
+        keys.append((sent_of_tok[valid], codes[valid] + base))
+        orders.append(np.full(size, k - 1, dtype=np.int64))
+        base += size
+    sent = np.concatenate([s for s, _ in keys])
+    gram = np.concatenate([g for _, g in keys])
     uniq, count = np.unique(sent * max(base, 1) + gram, return_counts=True)
     return NgramTable(
         sent=uniq // max(base, 1),
@@ -103,13 +132,7 @@ def bleu_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n:
     num_refs = image_of_ref.size
     image_of_sent = np.concatenate([image_of_ref, np.arange(num_images)])  # (S,)
     is_ref, key = _split_rows(table, image_of_sent, num_refs)
-    order_ref = np.argsort(key[is_ref], kind="stable")
-    ref_key, ref_count = key[is_ref][order_ref], table.count[is_ref][order_ref]
-    starts = (
-        np.flatnonzero(np.r_[True, ref_key[1:] != ref_key[:-1]]) if ref_key.size else np.zeros(0, np.int64)
-    )
-    max_key = ref_key[starts]
-    max_count = np.maximum.reduceat(ref_count, starts) if starts.size else ref_count
+    max_key, max_count = _ref_max(key[is_ref], table.count[is_ref])
     cand_rows = ~is_ref
     clipped = np.minimum(table.count[cand_rows], _lookup(max_key, max_count, key[cand_rows]))
     cand_image = table.sent[cand_rows] - num_refs
@@ -138,6 +161,16 @@ def bleu_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n:
     return scores, per_image
 
 
+def _ref_max(ref_key: np.ndarray, ref_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (image * G + gram) keys of the reference rows (sorted) and the maximum count over references."""
+    order = np.argsort(ref_key, kind="stable")
+    ref_key, ref_count = ref_key[order], ref_count[order]
+    if ref_key.size == 0:
+        return ref_key, ref_count
+    starts = np.flatnonzero(np.r_[True, ref_key[1:] != ref_key[:-1]])
+    return ref_key[starts], np.maximum.reduceat(ref_count, starts)
+
+
 def _closest_length(ref_len: np.ndarray, image_of_ref: np.ndarray, testlen: np.ndarray) -> np.ndarray:
     """Per image, the reference length closest to the candidate length, ties broken towards the shorter."""
     big = int(ref_len.max(initial=0)) + 1
@@ -156,7 +189,7 @@ def cider_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n
     num_refs = image_of_ref.size
     image_of_sent = np.concatenate([image_of_ref, np.arange(num_images)])  # (S,)
     is_ref, key = _split_rows(table, image_of_sent, num_refs)
-    ref_pairs = np.unique(key[is_ref])  # distinct (image, gram) among references
+    ref_pairs, _ = _ref_max(key[is_ref], table.count[is_ref])  # distinct (image, gram) among references
     df = np.bincount(ref_pairs % max(table.num_grams, 1), minlength=table.num_grams)
     weight = np.log(float(num_images)) - np.log(np.maximum(1.0, df))
     value = table.count * weight[table.gram]  # tf-idf of each (sentence, gram) row
@@ -184,19 +217,31 @@ def cider_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n
     return summed.mean(axis=1) / refs_per_image * 10.0
 
 
-def rouge_kernel(
-    candidates: list[list[str]], references: list[list[list[str]]], beta: float = 1.2
-) -> np.ndarray:
+def rouge_kernel(candidates: list[str], references: list[list[str]], beta: float = 1.2) -> np.ndarray:
     """coco-caption ROUGE-L per image (I,): best LCS precision and best LCS recall over the references, F-beta.
 
-    Tokens come from ``str.split(" ")`` as in coco-caption (so an empty caption is one empty token).
+    Tokens come from ``str.split(" ")`` as in coco-caption (so an empty caption is one empty token). The LCS of
+    every (candidate, reference) pair runs at once with one uint64 bit-vector per pair (candidates up to 64 tokens;
+    longer ones take the same algorithm on Python ints).
     """
     num_images = len(candidates)
-    prec_max, rec_max = np.zeros(num_images), np.zeros(num_images)
-    for img, (cand, refs) in enumerate(zip(candidates, references)):
-        lcs = _lcs_many(cand, refs)
-        prec_max[img] = max(x / float(len(cand)) for x in lcs)
-        rec_max[img] = max(x / float(len(r)) for x, r in zip(lcs, refs))
+    refs_flat = [r for rs in references for r in rs]
+    ids, length, _ = token_ids(candidates + refs_flat, sep=" ")
+    cand_len, ref_len = length[:num_images], length[num_images:]  # (I,), (R,)
+    image_of_ref = np.repeat(np.arange(num_images), [len(rs) for rs in references])  # (R,)
+    lcs = np.zeros(ref_len.size, dtype=np.int64)
+    short = cand_len[image_of_ref] <= 64
+    cand_tok = ids[: int(cand_len.sum())]
+    lcs[short] = _lcs_bits(cand_tok, cand_len, ids[cand_tok.size :], ref_len, image_of_ref, short)
+    starts = np.r_[0, np.cumsum(length)]
+    for r in np.flatnonzero(~short):
+        img = image_of_ref[r]
+        a = ids[starts[img] : starts[img + 1]].tolist()
+        b = ids[starts[num_images + r] : starts[num_images + r + 1]].tolist()
+        lcs[r] = _lcs_int(a, b)
+    first = np.r_[0, np.cumsum([len(rs) for rs in references])[:-1]]
+    prec_max = np.maximum.reduceat(lcs / cand_len[image_of_ref].astype(np.float64), first)
+    rec_max = np.maximum.reduceat(lcs / ref_len.astype(np.float64), first)
     b2 = beta**2
     score = np.zeros(num_images)
     ok = (prec_max != 0) & (rec_max != 0)
@@ -204,17 +249,54 @@ def rouge_kernel(
     return score
 
 
-def _lcs_many(cand: list[str], refs: list[list[str]]) -> list[int]:
-    """Length of the longest common subsequence of ``cand`` with each reference (bit-parallel, Hyyrö 2004)."""
-    masks: dict[str, int] = {}
+def _lcs_bits(cand_tok, cand_len, ref_tok, ref_len, image_of_ref, rows) -> np.ndarray:
+    """LCS lengths of the references ``rows`` with their image's candidate (<= 64 tokens), bit-parallel (Hyyro 2004).
+
+    For each reference token, M = the bits of the candidate positions holding that token; then, token by token,
+    ``U = S & M; S = (S + U) | (S - U)`` on a bit-vector S that starts all ones; the LCS is the number of zero bits.
+    """
+    cand_start = np.r_[0, np.cumsum(cand_len)[:-1]]
+    pos = np.arange(cand_tok.size) - np.repeat(
+        cand_start, cand_len
+    )  # position of each token in its candidate
+    img_of_tok = np.repeat(np.arange(cand_len.size), cand_len)
+    ok = cand_len[img_of_tok] <= 64
+    vocab = int(max(cand_tok.max(initial=0), ref_tok.max(initial=0))) + 1
+    key = img_of_tok[ok] * vocab + cand_tok[ok]
+    bits = np.left_shift(np.uint64(1), pos[ok].astype(np.uint64))
+    order = np.argsort(key, kind="stable")
+    key, bits = key[order], bits[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, np.int64)
+    mask_key = key[starts]
+    mask = np.bitwise_or.reduceat(bits, starts) if starts.size else bits
+    # (R, L) matrix of masks of every reference token (0 for padding, which leaves S unchanged)
+    r_len = ref_len[rows]
+    r_start = np.r_[0, np.cumsum(ref_len)[:-1]][rows]
+    width = int(r_len.max(initial=0))
+    col = np.arange(width)
+    valid = col[None, :] < r_len[:, None]  # (R, L)
+    tok_idx = (r_start[:, None] + col[None, :])[valid]
+    img = np.repeat(image_of_ref[rows], r_len)
+    m = np.zeros(valid.shape, dtype=np.uint64)
+    m[valid] = _lookup(mask_key, mask, img * vocab + ref_tok[tok_idx]).astype(np.uint64)
+    n = cand_len[image_of_ref[rows]].astype(np.uint64)
+    full = np.where(n == 64, np.uint64(2**64 - 1), (np.uint64(1) << np.minimum(n, 63)) - np.uint64(1))
+    s = full.copy()
+    with np.errstate(over="ignore"):
+        for j in range(width):
+            u = s & m[:, j]
+            s = ((s + u) | (s - u)) & full
+    return n.astype(np.int64) - np.bitwise_count(s).astype(np.int64)
+
+
+def _lcs_int(cand: list[int], ref: list[int]) -> int:
+    """LCS length of two token lists with the same bit-parallel algorithm on Python ints (any length)."""
+    masks: dict[int, int] = {}
     for i, tok in enumerate(cand):
         masks[tok] = masks.get(tok, 0) | (1 << i)
     full = (1 << len(cand)) - 1
-    out = []
-    for ref in refs:
-        s = full
-        for tok in ref:
-            u = s & masks.get(tok, 0)
-            s = ((s + u) | (s - u)) & full
-        out.append(len(cand) - s.bit_count())
-    return out
+    s = full
+    for tok in ref:
+        u = s & masks.get(tok, 0)
+        s = ((s + u) | (s - u)) & full
+    return len(cand) - s.bit_count()

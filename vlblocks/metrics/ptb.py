@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 
 __all__ = ["PTB_PUNCTUATION", "ptb_tokenize", "ptb_tokenize_batch", "ptb_tokens"]
 
@@ -233,7 +233,10 @@ def _rules() -> tuple[tuple[str, re.Pattern[str]], ...]:
 
 # The common case, decided without trying every rule: a run of ASCII letters followed by a space, the end or
 # ", ", a comma followed by a space, or spaces. No rule matches longer there (``gonna`` is left to the rules).
-_FAST = re.compile(r"(?P<w>[A-Za-z]+)(?=[ \t\n]|,[ \t\n]|,$|$)|(?P<c>,)(?=[ \t\n]|$)|(?P<s>[ \t]+)|(?P<n>\n)")
+_FAST = re.compile(
+    r"(?P<w>[A-Za-z]+)(?=[ \t\n]|,[ \t\n]|,$|$)|(?P<c>,)(?=[ \t\n]|$)|(?P<s>[ \t]+)|(?P<n>\n)"
+    r"|(?P<d>[A-Za-z]{2,})(?=\.(?:[ \t\n]|$))|(?P<p>\.)(?=\n|$|[ \t]+[^. \t\u00a0])"
+)
 _ASSIMILATIONS = frozenset(["cannot", "gimme", "gonna", "gotta", "lemme", "wanna"])
 _LATEX_LEFT = {"'": "`", '"': "``", "&apos;": "`", "&quot;": "``"}
 _LATEX_RIGHT = {"'": "'", '"': "''", "&apos;": "'", "&quot;": "''"}
@@ -310,28 +313,82 @@ def _longest(text: str, pos: int) -> tuple[str, str]:
     return action, m.group("t") if "t" in m.re.groupindex else m.group()
 
 
-def ptb_tokens(text: str) -> list[list[str]]:
-    """The jar's ``-preserveLines -lowerCase`` output for ``text``: one list of tokens per line, punctuation kept."""
+def _fast_ok(m: re.Match[str]) -> bool:
+    """False where the fast path's word needs the full rules: an assimilation, or an abbreviation's period."""
+    kind = m.lastgroup
+    if kind == "d":
+        return m.group().lower() not in _ASSIMILATIONS and _abbreviation().fullmatch(m.group() + ".") is None
+    return kind != "w" or m.group().lower() not in _ASSIMILATIONS
+
+
+@cache
+def _abbreviation() -> re.Pattern[str]:
+    """Every rule that could take a word together with its final period."""
+    rules = [p for a, p in _patterns() if a == "tok" and "\\." in p and "(?P<t>" not in p]
+    return re.compile("|".join(f"(?:{p})" for p in rules))
+
+
+def ptb_tokens(text: str, *, first_line_only: bool = False) -> list[list[str]]:
+    """The jar's ``-preserveLines -lowerCase`` output for ``text``: one list of tokens per line, punctuation kept.
+
+    With ``first_line_only``, stops at the first line break (the rest of ``text`` is only context).
+    """
     lines: list[list[str]] = [[]]
     pos, end = 0, len(text)
     while pos < end:
         m = _FAST.match(text, pos)
-        if m is not None and (m.lastgroup != "w" or m.group().lower() not in _ASSIMILATIONS):
+        if m is not None and _fast_ok(m):
             kind = m.lastgroup
-            if kind in ("w", "c"):
+            if kind in ("w", "c", "d", "p"):
                 lines[-1].append(m.group().lower())
             elif kind == "n":
+                if first_line_only:
+                    return lines
                 lines.append([])
             pos = m.end()
             continue
         action, tok = _longest(text, pos)
         out, used = _act(action, tok)
         if action == "newline":
+            if first_line_only:
+                return lines
             lines.append([])
         elif out is not None:
             lines[-1].append(out.lower())
         pos += used
     return lines
+
+
+# A caption of plain words, commas after words and an optional final period: its tokens are its words and
+# punctuation marks, unless a word is an assimilation ("gonna") or the word before the period an abbreviation.
+_SIMPLE = re.compile(r"[ \t]*(?:[A-Za-z]+,?[ \t]+)*(?:[A-Za-z]+,?[ \t]*)?\.?[ \t]*")
+_LAST_WORD = re.compile(r"([A-Za-z]+)\.[ \t]*$")
+
+
+def _line_tokens(lines: list[str]) -> list[list[str]]:
+    """``ptb_tokens`` of the lines joined by newlines, line by line (tokens never span lines; the rules only look
+    at the start of the next line), with plain captions split directly."""
+    out = []
+    lowered = "\n".join(lines).lower().split("\n")
+    simple = _SIMPLE.fullmatch
+    for i, (line, low) in enumerate(zip(lines, lowered)):
+        if simple(low):
+            toks = low.replace(",", " , ").replace(".", " . ").split()
+            last = _LAST_WORD.search(line) if "." in low else None
+            if _ASSIMILATIONS.isdisjoint(toks) and (last is None or not _is_abbreviation(last[1])):
+                out.append(toks)
+                continue
+        j = i + 1
+        while j < len(lines) and not lines[j].strip(" \t"):
+            j += 1  # the rules may look through blank lines at the first word of the next one
+        text = "\n".join(lines[i : j + 1]) + ("\n" if j + 1 < len(lines) else "")
+        out.append(ptb_tokens(text, first_line_only=True)[0])
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _is_abbreviation(word: str) -> bool:
+    return _abbreviation().fullmatch(word + ".") is not None
 
 
 _OTHER_NEWLINES = str.maketrans(dict.fromkeys("\n\r\u2028\u2029\u000b\u000c", " "))
@@ -345,9 +402,7 @@ def ptb_tokenize_batch(captions: Sequence[Sequence[str]]) -> list[list[str]]:
     ``\\r`` and the other line separators). Returns the same nesting, each caption as space-joined tokens.
     """
     flat = [c.translate(_OTHER_NEWLINES) for caps in captions for c in caps]
-    lines = ptb_tokens("\n".join(flat))
-    if not flat:
-        return [[] for _ in captions]
+    lines = _line_tokens(flat)
     kept = [" ".join(t for t in line if t not in PTB_PUNCTUATION) for line in lines]
     out, i = [], 0
     for caps in captions:
