@@ -78,33 +78,43 @@ def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
     tok, length, vocab_size = token_ids(sentences)  # (T,), (S,)
     sent_of_tok = np.repeat(np.arange(len(sentences), dtype=np.int64), length)  # (T,)
     remaining = length[sent_of_tok] - (np.arange(tok.size) - np.repeat(np.cumsum(length) - length, length))
-    codes = tok.copy()  # dense id of the k-gram starting at each position (k = 1 here: the vocabulary id)
-    size = vocab_size
-    keys, orders, base = [], [], 0
+    return _build_dense(tok, length, sent_of_tok, remaining, vocab_size, n)
+
+
+def _count(occ_sent: np.ndarray, gram: np.ndarray, order: np.ndarray, length: np.ndarray) -> NgramTable:
+    """(sentence, gram) rows with their counts from occurrences grouped by sentence."""
+    g = max(order.size, 1)
+    key = np.sort(occ_sent * g + gram, kind="stable")  # nearly sorted already: blocks by sentence
+    if key.size:
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        uniq, count = key[starts], np.diff(np.r_[starts, key.size])
+    else:
+        uniq, count = key, key
+    return NgramTable(uniq // g, uniq % g, count.astype(np.int64), order, length, order.size)
+
+
+def _build_dense(tok, length, sent_of_tok, remaining, vocab_size: int, n: int) -> NgramTable:
+    """Dense k-gram ids order by order: the (k-1)-gram id and the next token, re-densified with one sort."""
+    codes, size = tok.copy(), vocab_size
+    sents, grams, orders, offset = [], [], [], 0
     for k in range(1, n + 1):
         if k > 1:
             nxt = np.full(tok.size, -1, dtype=np.int64)
             m = max(tok.size - k + 1, 0)
             nxt[:m] = tok[k - 1 : k - 1 + m]
-            # re-densify: positions whose k-gram leaves the sentence get ids too, never used below
-            _, codes = np.unique(codes * (vocab_size + 1) + nxt, return_inverse=True)
+            _, codes = np.unique(
+                codes * (vocab_size + 1) + nxt, return_inverse=True
+            )  # unused ids are harmless
             codes = codes.reshape(-1).astype(np.int64)
             size = int(codes.max(initial=-1)) + 1
-        valid = remaining >= k  # the k-gram starting here stays inside its sentence
-        keys.append((sent_of_tok[valid], codes[valid] + base))
+        valid = remaining >= k
+        sents.append(sent_of_tok[valid])
+        grams.append(codes[valid] + offset)
         orders.append(np.full(size, k - 1, dtype=np.int64))
-        base += size
-    sent = np.concatenate([s for s, _ in keys])
-    gram = np.concatenate([g for _, g in keys])
-    uniq, count = np.unique(sent * max(base, 1) + gram, return_counts=True)
-    return NgramTable(
-        sent=uniq // max(base, 1),
-        gram=uniq % max(base, 1),
-        count=count.astype(np.int64),
-        order=np.concatenate(orders) if orders else np.zeros(0, np.int64),
-        length=length,
-        num_grams=base,
-    )
+        offset += size
+    occ_sent, gram = np.concatenate(sents), np.concatenate(grams)
+    by_sent = np.argsort(occ_sent, kind="stable")
+    return _count(occ_sent[by_sent], gram[by_sent], np.concatenate(orders), length)
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
