@@ -122,6 +122,8 @@ def grid(items: list[tuple[Image.Image | None, str]], columns: int) -> Image.Ima
             image.resize((TILE, TILE)) if image is not None else Image.new("RGB", (TILE, TILE), "#bbb"),
             (x, y),
         )
+        if image is None:
+            draw.text((x + 40, y + TILE // 2 - 6), "(no image file)", fill="black")
         lines, line = [], ""
         for word in text.split():
             if len(line) + len(word) > 26:
