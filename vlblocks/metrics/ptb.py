@@ -169,36 +169,48 @@ def ptb_tokens(text: str, *, first_line_only: bool = False) -> list[list[str]]:
 # A caption of plain words, commas after words and an optional final period: its tokens are its words and
 # punctuation marks, unless a word is an assimilation ("gonna") or the word before the period an abbreviation.
 _SIMPLE = re.compile(r"[ \t]*(?:[A-Za-z]+,?[ \t]+)*(?:[A-Za-z]+,?[ \t]*)?\.?[ \t]*")
-_LAST_WORD = re.compile(r"([A-Za-z]+)\.[ \t]*$")
+_NEWLINE_CHARS = re.compile("[\n\r\u2028\u2029\u000b\u000c]")
+_OTHER_NEWLINES = str.maketrans(dict.fromkeys("\n\r\u2028\u2029\u000b\u000c", " "))
 
 
-def _line_tokens(lines: list[str]) -> list[list[str]]:
-    """``ptb_tokens`` of the lines joined by newlines, line by line (tokens never span lines; the rules only look
-    at the start of the next line), with plain captions split directly."""
+def _plain(line: str, low: str) -> str | None:
+    """The tokenised caption (punctuation dropped) of a plain caption, None where the rules are needed."""
+    words = low.replace(",", " ").replace(".", " ").split()
+    if not _ASSIMILATIONS.isdisjoint(words):
+        return None
+    end = line.rstrip(" \t")
+    if (
+        end.endswith(".")
+        and len(end) > 1
+        and end[-2].isalpha()
+        and _is_abbreviation(end[:-1].rsplit(None, 1)[-1])
+    ):
+        return None  # "a." / "etc." keep their period (and may see the next line)
+    return " ".join(words)
+
+
+def _tokenize_lines(lines: list[str]) -> list[str]:
+    """coco-caption's tokenised caption of each line of the stream ``"\n".join(lines)``, line by line: tokens never
+    span lines and the rules only look ahead at the start of the next non-blank line; plain captions (words, commas,
+    a final period) are split directly."""
     out = []
     lowered = "\n".join(lines).lower().split("\n")
     simple = _SIMPLE.fullmatch
     for i, (line, low) in enumerate(zip(lines, lowered)):
-        if simple(low):
-            toks = low.replace(",", " , ").replace(".", " . ").split()
-            last = _LAST_WORD.search(line) if "." in low else None
-            if _ASSIMILATIONS.isdisjoint(toks) and (last is None or not _is_abbreviation(last[1])):
-                out.append(toks)
-                continue
-        j = i + 1
-        while j < len(lines) and not lines[j].strip(" \t"):
-            j += 1  # the rules may look through blank lines at the first word of the next one
-        text = "\n".join(lines[i : j + 1]) + ("\n" if j + 1 < len(lines) else "")
-        out.append(ptb_tokens(text, first_line_only=True)[0])
+        kept = _plain(line, low) if simple(low) else None
+        if kept is None:
+            j = i + 1
+            while j < len(lines) and not lines[j].strip(" \t"):
+                j += 1  # the rules may look through blank lines at the first word of the next one
+            text = "\n".join(lines[i : j + 1]) + ("\n" if j + 1 < len(lines) else "")
+            kept = " ".join(t for t in ptb_tokens(text, first_line_only=True)[0] if t not in PTB_PUNCTUATION)
+        out.append(kept)
     return out
 
 
 @lru_cache(maxsize=65536)
 def _is_abbreviation(word: str) -> bool:
     return _abbreviation().fullmatch(word + ".") is not None
-
-
-_OTHER_NEWLINES = str.maketrans(dict.fromkeys("\n\r\u2028\u2029\u000b\u000c", " "))
 
 
 def ptb_tokenize_batch(captions: Sequence[Sequence[str]]) -> list[list[str]]:
@@ -208,9 +220,10 @@ def ptb_tokenize_batch(captions: Sequence[Sequence[str]]) -> list[list[str]]:
     caption's line breaks become spaces first; coco-caption does this for ``\\n`` only and goes out of step on
     ``\\r`` and the other line separators). Returns the same nesting, each caption as space-joined tokens.
     """
-    flat = [c.translate(_OTHER_NEWLINES) for caps in captions for c in caps]
-    lines = _line_tokens(flat)
-    kept = [" ".join(t for t in line if t not in PTB_PUNCTUATION) for line in lines]
+    flat = [c for caps in captions for c in caps]
+    if _NEWLINE_CHARS.search("".join(flat)):
+        flat = [c.translate(_OTHER_NEWLINES) for c in flat]
+    kept = _tokenize_lines(flat)
     out, i = [], 0
     for caps in captions:
         out.append(kept[i : i + len(caps)])
