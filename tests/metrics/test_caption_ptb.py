@@ -80,7 +80,24 @@ def test_random_abbreviation_streams_equal_the_jar_through_the_batch_path():
     import random
 
     rng = random.Random(0)
-    words = ["a", "A", "co", "etc", "Mr", "I", "gonna", "dog", "The", "Then", "x", ".", ",", "U.S.", "e.g.", "Ark"]
+    words = [
+        "a",
+        "A",
+        "co",
+        "etc",
+        "Mr",
+        "I",
+        "gonna",
+        "dog",
+        "The",
+        "Then",
+        "x",
+        ".",
+        ",",
+        "U.S.",
+        "e.g.",
+        "Ark",
+    ]
     lines = [
         " ".join(rng.choice(words) for _ in range(rng.randint(0, 6))) + rng.choice(["", ".", " .", ",", ". "])
         for _ in range(2000)
