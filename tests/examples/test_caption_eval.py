@@ -1,0 +1,150 @@
+"""examples/caption_eval.py in subprocesses: the ShapesWorld example, a COCO results file, CLIPScore, bad flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vlblocks.metrics import caption_scores
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "caption_eval.py"
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_shapes_example_scores_json_and_png(tmp_path):
+    proc = run(["--shapes", "--num-scenes", "9", "--image-size", "48", "--show", "2", "--out", str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| CIDEr |" in proc.stdout and "ShapesWorld" in proc.stdout
+    report = json.loads((tmp_path / "scores.json").read_text())
+    assert len(report["per_image"]) == 9 and set(report["summary"]) >= {"Bleu_4", "CIDEr", "ROUGE_L"}
+    png = Image.open(tmp_path / "best_worst.png")
+    assert png.size == (2 * 160, 2 * 220)
+    ranked = [r["CIDEr"] for r in report["per_image"]]
+    assert max(ranked) > min(ranked)  # the corrupted candidates score lower than the intact ones
+
+
+def test_results_file_matches_the_library(tmp_path):
+    ann = {
+        "images": [
+            {"id": 1, "file_name": "a.png"},
+            {"id": 2, "file_name": "b.png"},
+            {"id": 3, "file_name": "c.png"},
+        ],
+        "annotations": [
+            {"image_id": 1, "caption": "A dog runs on the grass."},
+            {"image_id": 1, "caption": "A brown dog running."},
+            {"image_id": 2, "caption": "Two cats sleep on a sofa."},
+            {"image_id": 3, "caption": "A red car."},  # not in the results: not scored
+        ],
+    }
+    res = [{"image_id": 1, "caption": "a dog running on grass"}, {"image_id": 2, "caption": "a cat on a bed"}]
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    (tmp_path / "res.json").write_text(json.dumps(res))
+    out = tmp_path / "out"
+    proc = run(
+        [
+            "--results",
+            str(tmp_path / "res.json"),
+            "--annotations",
+            str(tmp_path / "ann.json"),
+            "--out",
+            str(out),
+            "--show",
+            "1",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "scores.json").read_text())
+    expected = caption_scores(
+        {1: [a["caption"] for a in ann["annotations"][:2]], 2: [ann["annotations"][2]["caption"]]},
+        {r["image_id"]: r["caption"] for r in res},
+    )
+    assert report["summary"] == pytest.approx(expected.summary(), abs=1e-12)
+    assert {r["image_id"] for r in report["per_image"]} == {1, 2}
+
+
+def test_clip_model_flag_adds_clipscore(tmp_path):
+    import string
+
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    path = tmp_path / "clip"
+    path.mkdir()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in string.ascii_lowercase + string.digits + ".,'!?-:":
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
+    improc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    torch.manual_seed(0)
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(path)
+    CLIPProcessor(image_processor=improc, tokenizer=tok).save_pretrained(path)
+    out = tmp_path / "out"
+    proc = run(
+        [
+            "--shapes",
+            "--num-scenes",
+            "6",
+            "--image-size",
+            "48",
+            "--clip-model",
+            str(path),
+            "--out",
+            str(out),
+            "--show",
+            "2",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "scores.json").read_text())
+    assert 0 <= report["summary"]["CLIPScore"] <= 2.5 and "RefCLIPScore" in report["summary"]
+    assert all("CLIPScore" in r for r in report["per_image"]) and "ranked by CLIPScore" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--results", "x.json"], "--results and --annotations go together"),
+        (["--num-scenes", "0"], "--num-scenes must be >= 1"),
+        (["--image-size", "8"], "--image-size must be in"),
+        (["--results", "nope.json", "--annotations", "nope.json"], "does not exist"),
+    ],
+)
+def test_bad_flags_fail_at_parse_time(args, message):
+    proc = run(args)
+    assert proc.returncode == 2 and message in proc.stderr

@@ -1,0 +1,312 @@
+"""Vectorised kernels behind the caption metrics: n-gram tables, BLEU, CIDEr-D and ROUGE-L on token lists.
+
+These compute, with numpy over the whole corpus at once, exactly what coco-caption's (pycocoevalcap's)
+``BleuScorer``, ``CiderScorer`` and ``Rouge`` compute one caption at a time in Python (Papineni et al. 2002,
+BLEU; Vedantam et al. 2015, CIDEr; Lin 2004, ROUGE). They take already tokenised, already validated inputs;
+the public functions with input checks and result objects are in ``vlblocks.metrics.caption``.
+
+Every n-gram of every sentence gets a dense integer id, so counting becomes sorting and ``bincount``: a sentence's
+n-gram counts are the run lengths of the sorted ``sentence * G + gram`` keys (G = number of distinct n-grams).
+ROUGE-L's longest common subsequence uses the bit-parallel algorithm (Allison & Dix 1986, Hyyrö 2004) on all
+(candidate, reference) pairs at once, one 64-bit word per pair.
+
+Shape legend: I images, S sentences (references + candidates), T tokens, G distinct n-grams, R references,
+n maximum n-gram order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["NgramTable", "bleu_kernel", "build_ngram_table", "cider_kernel", "rouge_kernel"]
+
+_TINY = 1e-15  # coco-caption's BLEU constants
+_SMALL = 1e-9
+
+
+@dataclass(frozen=True)
+class NgramTable:
+    """N-gram counts of S sentences (references first, image by image, then one candidate per image).
+
+    ``sent``, ``gram``, ``count``: one row per (sentence, distinct n-gram) pair, sorted by sentence then gram;
+    ``order[g]`` is the n-gram order (0-based: 0 = unigram) of gram g; ``length[s]`` the number of tokens.
+    """
+
+    sent: np.ndarray  # (P,) int64
+    gram: np.ndarray  # (P,) int64
+    count: np.ndarray  # (P,) int64
+    order: np.ndarray  # (G,) int64
+    length: np.ndarray  # (S,) int64
+    num_grams: int
+
+
+_SENTINEL = "\x00\x01sentence-break\x01\x00"
+
+
+def token_ids(sentences: list[str], *, sep: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(token ids (T,), tokens per sentence (S,), vocabulary size) of ``s.split(sep)`` for every sentence.
+
+    All sentences are split in one ``str.split`` call on their concatenation with a sentinel token between them.
+    """
+    joiner = f" {_SENTINEL} "
+    flat = joiner.join(sentences).split(sep)
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(flat))}
+    ids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
+    if not sentences:
+        return ids[:0], np.zeros(0, np.int64), 0
+    sentinel = vocab.get(_SENTINEL, -1)
+    breaks = np.flatnonzero(ids == sentinel)
+    if breaks.size != len(sentences) - 1:  # a sentence holds the sentinel itself: split one by one
+        vocab = {}
+        ids = np.asarray(
+            [vocab.setdefault(t, len(vocab)) for x in sentences for t in x.split(sep)], dtype=np.int64
+        )
+        length = np.asarray([len(x.split(sep)) for x in sentences], dtype=np.int64)
+        return ids, length, len(vocab)
+    bounds = np.r_[-1, breaks, ids.size]
+    length = np.diff(bounds) - 1  # (S,)
+    keep = np.ones(ids.size, dtype=bool)
+    keep[breaks] = False
+    return ids[keep], length, len(vocab)
+
+
+def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
+    """Count the 1..n-grams of every sentence (whitespace-split) with dense ids shared by all sentences."""
+    tok, length, vocab_size = token_ids(sentences)  # (T,), (S,)
+    sent_of_tok = np.repeat(np.arange(len(sentences), dtype=np.int64), length)  # (T,)
+    remaining = length[sent_of_tok] - (np.arange(tok.size) - np.repeat(np.cumsum(length) - length, length))
+    return _build_dense(tok, length, sent_of_tok, remaining, vocab_size, n)
+
+
+def _count(occ_sent: np.ndarray, gram: np.ndarray, order: np.ndarray, length: np.ndarray) -> NgramTable:
+    """(sentence, gram) rows with their counts from occurrences grouped by sentence."""
+    g = max(order.size, 1)
+    key = np.sort(occ_sent * g + gram, kind="stable")  # nearly sorted already: blocks by sentence
+    if key.size:
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        uniq, count = key[starts], np.diff(np.r_[starts, key.size])
+    else:
+        uniq, count = key, key
+    return NgramTable(uniq // g, uniq % g, count.astype(np.int64), order, length, order.size)
+
+
+def _build_dense(tok, length, sent_of_tok, remaining, vocab_size: int, n: int) -> NgramTable:
+    """Dense k-gram ids order by order: the (k-1)-gram id and the next token, re-densified with one sort."""
+    codes, size = tok.copy(), vocab_size
+    sents, grams, orders, offset = [], [], [], 0
+    for k in range(1, n + 1):
+        if k > 1:
+            nxt = np.full(tok.size, -1, dtype=np.int64)
+            m = max(tok.size - k + 1, 0)
+            nxt[:m] = tok[k - 1 : k - 1 + m]
+            _, codes = np.unique(
+                codes * (vocab_size + 1) + nxt, return_inverse=True
+            )  # unused ids are harmless
+            codes = codes.reshape(-1).astype(np.int64)
+            size = int(codes.max(initial=-1)) + 1
+        valid = remaining >= k
+        sents.append(sent_of_tok[valid])
+        grams.append(codes[valid] + offset)
+        orders.append(np.full(size, k - 1, dtype=np.int64))
+        offset += size
+    occ_sent, gram = np.concatenate(sents), np.concatenate(grams)
+    by_sent = np.argsort(occ_sent, kind="stable")
+    return _count(occ_sent[by_sent], gram[by_sent], np.concatenate(orders), length)
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """values[keys == query] for each query (0 where the key is absent); ``keys`` sorted and unique."""
+    if keys.size == 0:
+        return np.zeros(query.shape, dtype=values.dtype)
+    pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+    return np.where(keys[pos] == query, values[pos], 0)
+
+
+def _split_rows(table: NgramTable, image_of_sent: np.ndarray, num_refs: int):
+    """Row masks and (image * G + gram) keys for the reference rows and the candidate rows."""
+    is_ref = table.sent < num_refs
+    key = image_of_sent[table.sent] * max(table.num_grams, 1) + table.gram
+    return is_ref, key
+
+
+def bleu_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n: int):
+    """coco-caption BLEU-1..n ("closest" reference length): (corpus scores (n,), per-image scores (I, n)).
+
+    Sentences are the R references (``image_of_ref`` (R,), grouped by image in order) then one candidate per
+    image. Per image: clipped n-gram matches against the maximum count over its references, guesses
+    ``max(0, len - k + 1)``, the reference length closest to the candidate's (ties to the shorter).
+    """
+    num_refs = image_of_ref.size
+    image_of_sent = np.concatenate([image_of_ref, np.arange(num_images)])  # (S,)
+    is_ref, key = _split_rows(table, image_of_sent, num_refs)
+    max_key, max_count = _ref_max(key[is_ref], table.count[is_ref])
+    cand_rows = ~is_ref
+    clipped = np.minimum(table.count[cand_rows], _lookup(max_key, max_count, key[cand_rows]))
+    cand_image = table.sent[cand_rows] - num_refs
+    order = table.order[table.gram[cand_rows]]
+    correct = np.bincount(cand_image * n + order, weights=clipped, minlength=num_images * n).reshape(
+        num_images, n
+    )
+    testlen = table.length[num_refs:]  # (I,)
+    guess = np.maximum(0, testlen[:, None] - np.arange(n)[None, :])  # (I, n)
+    reflen = _closest_length(table.length[:num_refs], image_of_ref, testlen)
+    # per image, as coco-caption: cumulative product of the precisions, k-th root, brevity penalty
+    prec = (correct + _TINY) / (guess + _SMALL)
+    per_image = np.cumprod(prec, axis=1) ** (1.0 / np.arange(1, n + 1))[None, :]
+    ratio = (testlen + _TINY) / (reflen + _SMALL)
+    short = ratio < 1
+    per_image[short] *= np.exp(1 - 1 / ratio[short])[:, None]
+    # corpus, in Python floats in the same order as coco-caption
+    tot_correct, tot_guess = correct.sum(0).astype(np.int64).tolist(), guess.sum(0).tolist()
+    scores, acc = [], 1.0
+    for k in range(n):
+        acc *= float(tot_correct[k] + _TINY) / (tot_guess[k] + _SMALL)
+        scores.append(acc ** (1.0 / (k + 1)))
+    ratio_c = (int(testlen.sum()) + _TINY) / (int(reflen.sum()) + _SMALL)
+    if ratio_c < 1:
+        scores = [s * math.exp(1 - 1 / ratio_c) for s in scores]
+    return scores, per_image
+
+
+def _ref_max(ref_key: np.ndarray, ref_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (image * G + gram) keys of the reference rows (sorted) and the maximum count over references."""
+    order = np.argsort(ref_key, kind="stable")
+    ref_key, ref_count = ref_key[order], ref_count[order]
+    if ref_key.size == 0:
+        return ref_key, ref_count
+    starts = np.flatnonzero(np.r_[True, ref_key[1:] != ref_key[:-1]])
+    return ref_key[starts], np.maximum.reduceat(ref_count, starts)
+
+
+def _closest_length(ref_len: np.ndarray, image_of_ref: np.ndarray, testlen: np.ndarray) -> np.ndarray:
+    """Per image, the reference length closest to the candidate length, ties broken towards the shorter."""
+    big = int(ref_len.max(initial=0)) + 1
+    code = np.abs(ref_len - testlen[image_of_ref]) * big + ref_len  # min (|l - c|, l) lexicographically
+    starts = np.flatnonzero(np.r_[True, image_of_ref[1:] != image_of_ref[:-1]])
+    return np.minimum.reduceat(code, starts) % big
+
+
+def cider_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n: int, sigma: float):
+    """coco-caption "CIDEr" (= CIDEr-D) per image (I,): same sentence layout as ``bleu_kernel``.
+
+    Document frequency over the images' reference sets, idf ``log(I) - log(max(1, df))``, tf-idf vectors
+    per n-gram order, clipped cosine ``sum min(h, r) * r / (|h| |r|)``, Gaussian length penalty on the
+    difference of the *bigram* counts (coco-caption's ``length``), mean over orders, mean over references, x10.
+    """
+    num_refs = image_of_ref.size
+    image_of_sent = np.concatenate([image_of_ref, np.arange(num_images)])  # (S,)
+    is_ref, key = _split_rows(table, image_of_sent, num_refs)
+    ref_pairs, _ = _ref_max(key[is_ref], table.count[is_ref])  # distinct (image, gram) among references
+    df = np.bincount(ref_pairs % max(table.num_grams, 1), minlength=table.num_grams)
+    weight = np.log(float(num_images)) - np.log(np.maximum(1.0, df))
+    value = table.count * weight[table.gram]  # tf-idf of each (sentence, gram) row
+    order = table.order[table.gram]
+    norm = np.sqrt(np.bincount(table.sent * n + order, weights=value**2, minlength=len(table.length) * n))
+    norm = norm.reshape(-1, n)  # (S, n)
+    cand_rows = ~is_ref
+    cand_key = key[cand_rows]  # sorted: candidate sentences are in image order, grams sorted within
+    hyp = _lookup(cand_key, value[cand_rows], key[is_ref])
+    ref_value = value[is_ref]
+    dot = np.bincount(
+        table.sent[is_ref] * n + order[is_ref],
+        weights=np.minimum(hyp, ref_value) * ref_value,
+        minlength=num_refs * n,
+    ).reshape(num_refs, n)
+    norm_h, norm_r = norm[num_refs:][image_of_ref], norm[:num_refs]
+    both = (norm_h != 0) & (norm_r != 0)
+    dot[both] /= norm_h[both] * norm_r[both]
+    bigrams = np.maximum(table.length - 1, 0)  # coco-caption's "length": the bigram count
+    delta = (bigrams[num_refs:][image_of_ref] - bigrams[:num_refs]).astype(np.float64)
+    dot *= np.power(np.e, -(delta**2) / (2 * sigma**2))[:, None]
+    starts = np.flatnonzero(np.r_[True, image_of_ref[1:] != image_of_ref[:-1]])
+    summed = np.add.reduceat(dot, starts, axis=0)  # (I, n): sum over each image's references
+    refs_per_image = np.diff(np.r_[starts, num_refs])
+    return summed.mean(axis=1) / refs_per_image * 10.0
+
+
+def rouge_kernel(candidates: list[str], references: list[list[str]], beta: float = 1.2) -> np.ndarray:
+    """coco-caption ROUGE-L per image (I,): best LCS precision and best LCS recall over the references, F-beta.
+
+    Tokens come from ``str.split(" ")`` as in coco-caption (so an empty caption is one empty token). The LCS of
+    every (candidate, reference) pair runs at once with one uint64 bit-vector per pair (candidates up to 64 tokens;
+    longer ones take the same algorithm on Python ints).
+    """
+    num_images = len(candidates)
+    refs_flat = [r for rs in references for r in rs]
+    ids, length, _ = token_ids(candidates + refs_flat, sep=" ")
+    cand_len, ref_len = length[:num_images], length[num_images:]  # (I,), (R,)
+    image_of_ref = np.repeat(np.arange(num_images), [len(rs) for rs in references])  # (R,)
+    lcs = np.zeros(ref_len.size, dtype=np.int64)
+    short = cand_len[image_of_ref] <= 64
+    cand_tok = ids[: int(cand_len.sum())]
+    lcs[short] = _lcs_bits(cand_tok, cand_len, ids[cand_tok.size :], ref_len, image_of_ref, short)
+    starts = np.r_[0, np.cumsum(length)]
+    for r in np.flatnonzero(~short):
+        img = image_of_ref[r]
+        a = ids[starts[img] : starts[img + 1]].tolist()
+        b = ids[starts[num_images + r] : starts[num_images + r + 1]].tolist()
+        lcs[r] = _lcs_int(a, b)
+    first = np.r_[0, np.cumsum([len(rs) for rs in references])[:-1]]
+    prec_max = np.maximum.reduceat(lcs / cand_len[image_of_ref].astype(np.float64), first)
+    rec_max = np.maximum.reduceat(lcs / ref_len.astype(np.float64), first)
+    b2 = beta**2
+    score = np.zeros(num_images)
+    ok = (prec_max != 0) & (rec_max != 0)
+    score[ok] = ((1 + b2) * prec_max[ok] * rec_max[ok]) / (rec_max[ok] + b2 * prec_max[ok])
+    return score
+
+
+def _lcs_bits(cand_tok, cand_len, ref_tok, ref_len, image_of_ref, rows) -> np.ndarray:
+    """LCS lengths of the references ``rows`` with their image's candidate (<= 64 tokens), bit-parallel (Hyyro 2004).
+
+    For each reference token, M = the bits of the candidate positions holding that token; then, token by token,
+    ``U = S & M; S = (S + U) | (S - U)`` on a bit-vector S that starts all ones; the LCS is the number of zero bits.
+    """
+    cand_start = np.r_[0, np.cumsum(cand_len)[:-1]]
+    pos = np.arange(cand_tok.size) - np.repeat(
+        cand_start, cand_len
+    )  # position of each token in its candidate
+    img_of_tok = np.repeat(np.arange(cand_len.size), cand_len)
+    ok = cand_len[img_of_tok] <= 64
+    vocab = int(max(cand_tok.max(initial=0), ref_tok.max(initial=0))) + 1
+    key = img_of_tok[ok] * vocab + cand_tok[ok]
+    bits = np.left_shift(np.uint64(1), pos[ok].astype(np.uint64))
+    order = np.argsort(key, kind="stable")
+    key, bits = key[order], bits[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, np.int64)
+    mask_key = key[starts]
+    mask = np.bitwise_or.reduceat(bits, starts) if starts.size else bits
+    # (R, L) matrix of masks of every reference token (0 for padding, which leaves S unchanged)
+    r_len = ref_len[rows]
+    r_start = np.r_[0, np.cumsum(ref_len)[:-1]][rows]
+    width = int(r_len.max(initial=0))
+    col = np.arange(width)
+    valid = col[None, :] < r_len[:, None]  # (R, L)
+    tok_idx = (r_start[:, None] + col[None, :])[valid]
+    img = np.repeat(image_of_ref[rows], r_len)
+    m = np.zeros(valid.shape, dtype=np.uint64)
+    m[valid] = _lookup(mask_key, mask, img * vocab + ref_tok[tok_idx]).astype(np.uint64)
+    n = cand_len[image_of_ref[rows]].astype(np.uint64)
+    full = np.where(n == 64, np.uint64(2**64 - 1), (np.uint64(1) << np.minimum(n, 63)) - np.uint64(1))
+    s = full.copy()
+    with np.errstate(over="ignore"):
+        for j in range(width):
+            u = s & m[:, j]
+            s = ((s + u) | (s - u)) & full
+    return n.astype(np.int64) - np.bitwise_count(s).astype(np.int64)
+
+
+def _lcs_int(cand: list[int], ref: list[int]) -> int:
+    """LCS length of two token lists with the same bit-parallel algorithm on Python ints (any length)."""
+    masks: dict[int, int] = {}
+    for i, tok in enumerate(cand):
+        masks[tok] = masks.get(tok, 0) | (1 << i)
+    full = (1 << len(cand)) - 1
+    s = full
+    for tok in ref:
+        u = s & masks.get(tok, 0)
+        s = ((s + u) | (s - u)) & full
+    return len(cand) - s.bit_count()
