@@ -148,7 +148,7 @@ def build_data(args, out: Path, dist):
             )
             val = VQAv2Dataset.from_root(args.data_root, "val2014")
         except (FileNotFoundError, ValueError) as err:
-            raise SystemExit(f"--data-root {args.data_root}: {err}") from None
+            usage_error(f"--data-root {args.data_root}: {err}")
     records = train.records()
     vocab = AnswerVocab.build([r["answers"] for r in records], top_k=args.top_answers)
     tokenizer = None
@@ -169,7 +169,7 @@ def configure_stage(model, args, stage: int, say) -> None:
         try:
             counts = apply_vqa_lora(model, VQAPreset.from_dict(vars(args)))
         except ValueError as err:
-            raise SystemExit(f"--lora-targets: {err}") from None
+            usage_error(f"--lora-targets: {err}")
         say("LoRA: " + ", ".join(f"{k} {v} modules" for k, v in counts.items()))
         for name, n in counts.items():
             if n == 0:
@@ -185,6 +185,12 @@ def configure_stage(model, args, stage: int, say) -> None:
             encoder.freeze()
         else:
             encoder.unfreeze()
+
+
+def usage_error(message: str) -> None:
+    """Exit like argparse does for a bad flag: the message on stderr, exit code 2."""
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def image_groups(records: list[dict]) -> list[list[int]]:
@@ -258,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             args.output_dir, resume=args.resume, overwrite=args.overwrite, main=dist.is_main
         )
     except T.RunFolderError as err:
-        raise SystemExit(str(err)) from None
+        usage_error(str(err))
     T.barrier()  # every rank has looked at the folder before rank 0 writes into it
     t0, ckpt = time.perf_counter(), out / "checkpoint"
     T.seed_everything(args.seed)

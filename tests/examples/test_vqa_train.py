@@ -86,6 +86,26 @@ def test_short_run_writes_a_self_describing_folder(tmp_path: Path) -> None:
     assert [r["epoch"] for r in rows(out)] == [1]
 
 
+def test_recipe_reads_a_shapesworld_export_as_vqa_v2(tmp_path: Path) -> None:
+    """ShapesWorld.export() writes the VQA v2 layout, and --data vqav2 reads it through VQAv2Dataset.from_root."""
+    from vlblocks.data import ShapesWorld
+
+    root = tmp_path / "vqa"
+    ShapesWorld("train", num_scenes=24, image_size=64).export(root)
+    ShapesWorld("val", num_scenes=8, image_size=64).export(root)
+    out = tmp_path / "run"
+    proc = ok(run(["--data", "vqav2", "--data-root", str(root), "--epochs", "1", "--output-dir", str(out)]))
+    assert "data: 120 train / 40 val questions" in proc.stdout
+    assert (out / "summary.json").exists()
+    # a wrong --data-root is a usage error naming the flag and the missing file, not a traceback
+    proc = run(
+        ["--data", "vqav2", "--data-root", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "x")]
+    )
+    assert proc.returncode == 2 and "--data-root" in proc.stderr and "Traceback" not in proc.stderr, (
+        proc.stderr
+    )
+
+
 def test_default_model_learns_beyond_the_majority_baseline(tmp_path: Path) -> None:
     """A short run of the default architecture beats answering each question type's most common answer."""
     out = tmp_path / "learn"
