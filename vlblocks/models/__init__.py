@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vlblocks.models.captioner import Captioner
 from vlblocks.models.vqa import VQAModel
 
-__all__ = ["VQAModel"]
+__all__ = ["Captioner", "VQAModel"]
