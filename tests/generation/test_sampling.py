@@ -102,6 +102,34 @@ def test_frequencies_match_renormalised_distribution_chi_square():
     assert ((counts - plain) ** 2 / plain).sum().item() > 10 * chi2
 
 
+def test_wide_vocabulary_two_level_race_and_nucleus():
+    """Over > 1024 candidates the race runs in two levels and top-p uses the histogram search."""
+    torch.manual_seed(8)
+    v = 5000
+    logits = torch.full((1, v), -30.0)
+    hot = torch.tensor([3, 700, 1500, 2222, 4999])  # in different groups of the two-level race
+    logits[0, hot] = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0])
+    n = 8000
+    tok = sample_next_token(logits.expand(n, -1), generator=_gen(3))
+    counts = torch.bincount(tok, minlength=v).float()[hot]
+    expected = logits[0, hot].softmax(-1) * n
+    assert counts.sum() >= n - 2  # the -30 tokens carry ~1e-10 of the mass
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 4 + 4 * 8**0.5
+    flat = torch.zeros(1, v)
+    flat[0, 4000] = 3.0  # control: a different distribution fails the same test
+    other = torch.bincount(sample_next_token(flat.expand(n, -1), generator=_gen(3)), minlength=v).float()[hot]
+    assert ((other - expected) ** 2 / expected).sum().item() > 100 * chi2
+    wide = torch.randn(4, 50257) * 2.5
+    for top_p in (0.5, 0.9, 0.99):
+        keep, _ = filter_probs(wide, top_p=top_p)
+        diff = ((keep > 0) != _hf_keep(wide, top_p=top_p)).sum(-1)
+        assert diff.max() <= 1  # HF's float32 cumsum rounds at the nucleus edge
+        allowed = keep > 0
+        tok = sample_next_token(wide, top_p=top_p, generator=_gen(1))
+        assert allowed.gather(1, tok[:, None]).all()
+
+
 def test_same_seed_same_tokens():
     logits = torch.randn(16, 300)
     a = sample_next_token(logits, top_p=0.9, generator=_gen(5))

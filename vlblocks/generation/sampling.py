@@ -6,25 +6,29 @@ exponential race, `argmax_i p_i / E_i` with E_i ~ Exp(1) from the given `torch.G
 probability p_i (the Gumbel-max trick in another form) and never calls `torch.multinomial`.
 
 Every argument is a Python number or a per-row tensor (B,). With an int `top_k` the work is on the k largest logits
-only (`torch.topk`, no full sort). Without top-k, top-p finds its threshold by bisection on the logit value (as
-FlashInfer's sorting-free samplers do): the nucleus is {i : z_i >= t}, t the largest value whose mass
-sum_{z_j >= t} p_j reaches top_p; a final snap to the largest logit below the bracket makes the cut exact. A per-row
-tensor `top_k` sorts once to read each row's k-th value. Nothing asks the host, so the sampler compiles whole.
+only (`torch.topk`, no full sort). Without top-k, top-p never sorts the vocabulary (as FlashInfer's sorting-free
+samplers): two histogram passes over the logits (4096 bins over the 40 nats below the best logit, then 4096
+sub-bins of the bin where the mass counted from the top reaches top_p) locate HF's cut to 2.4e-6 nats, the float32
+spacing of logits near 10. Over a wide vocabulary the race itself runs in two levels (a group of ~sqrt(V) tokens,
+then a token of that group), so it draws ~2 sqrt(V) exponentials instead of V. A per-row tensor `top_k` sorts once
+to read each row's k-th value. Nothing asks the host, so the sampler compiles whole.
 
 Shapes: B batch (rows), V vocabulary, K top-k width.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vlblocks._checks import check_finite_number, check_nonneg_int, check_probability, is_int, is_number
 
-__all__ = ["filter_probs", "sample_next_token"]
+__all__ = ["filter_probs", "noise_width", "race", "sample_next_token"]
 
 Param = float | int | torch.Tensor
 
-_BISECT_STEPS = 26  # logit bisection steps over a 40-nat window: 6e-7 resolution, then an exact snap
+_BINS = 4096  # histogram bins per level (two levels: 40 / 4096**2 = 2.4e-6 nats)
 _WINDOW = 40.0  # tokens more than 40 nats below the best carry < V * e^-40 of the mass
 
 
@@ -58,20 +62,56 @@ def sample_next_token(
             argument that is not (B,).
     """
     b = _check(logits, temperature, top_k, top_p, min_p)
-    greedy = logits.argmax(dim=-1)  # (B,)
     if is_number(temperature) and float(temperature) == 0.0:
-        return greedy
+        return logits.argmax(dim=-1)
     probs, index = filter_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     if noise is None:
-        noise = torch.empty_like(probs).exponential_(generator=generator)  # E ~ Exp(1)
-    elif index is not None and noise.shape[-1] != probs.shape[-1]:
-        noise = noise.gather(1, index)  # (B, K): the draws of the kept columns
-    race = noise.float().clamp_min(1e-30)
-    choice = (probs / race).argmax(dim=-1)  # (B,) position in `probs`
-    token = choice if index is None else index.gather(1, choice[:, None])[:, 0]
+        noise = torch.empty(b, noise_width(probs.shape[-1]), device=probs.device)
+        noise.exponential_(generator=generator)  # E ~ Exp(1)
+    if index is not None:
+        if noise.shape[-1] != probs.shape[-1]:
+            noise = noise.gather(1, index)  # (B, K): the draws of the kept columns
+        choice = (probs / noise.float().clamp_min(1e-30)).argmax(dim=-1)  # (B,) column
+        token = index.gather(1, choice[:, None])[:, 0]
+    else:
+        token = race(probs, noise)
     if isinstance(temperature, torch.Tensor):
+        greedy = index[:, 0] if index is not None else logits.argmax(dim=-1)
         token = torch.where(temperature.reshape(b) == 0, greedy, token)
     return token
+
+
+def noise_width(width: int) -> int:
+    """Exp(1) draws per row the sampler races with over `width` candidates: all of them up to 1024, else one per
+    group plus one per member of a group (`race`), about 2 * sqrt(width)."""
+    if width <= 1024:
+        return width
+    groups, size = _groups(width)
+    return groups + size
+
+
+def race(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Draw i with probability p_i / sum(p) from unnormalised probs (B, W) by the exponential race.
+
+    Over many candidates the race runs in two levels, so it needs ~2 sqrt(W) draws instead of W: a group of
+    candidates wins `argmax mass_g / E_g`, then a member of that group wins `argmax p_i / E_i`; the product of the
+    two probabilities is p_i / sum(p). noise: (B, noise_width(W)) Exp(1) draws.
+    """
+    b, w = probs.shape
+    noise = noise.float().clamp_min(1e-30)
+    if w <= 1024:
+        return (probs / noise).argmax(dim=-1)
+    groups, size = _groups(w)
+    padded = torch.nn.functional.pad(probs, (0, groups * size - w)).view(b, groups, size)  # (B, G, S)
+    group = (padded.sum(dim=-1) / noise[:, :groups]).argmax(dim=-1)  # (B,)
+    members = padded.gather(1, group[:, None, None].expand(b, 1, size))[:, 0]  # (B, S)
+    member = (members / noise[:, groups:]).argmax(dim=-1)  # (B,)
+    return group * size + member
+
+
+def _groups(width: int) -> tuple[int, int]:
+    size = math.isqrt(width - 1) + 1
+    return (width + size - 1) // size, size
 
 
 def filter_probs(
@@ -88,12 +128,14 @@ def filter_probs(
     int `top_k` the columns are the k best tokens (sorted), and `index` maps them back to token ids.
     """
     b = logits.shape[0]
-    z = logits.float()
+    index = None
+    z = logits
+    if is_int(top_k) and 0 < int(top_k) < z.shape[-1]:
+        z, index = z.topk(int(top_k), dim=-1)  # (B, K) sorted, descending (temperature keeps the order)
+    z = z.float()
     temp = _column(temperature, b, z)
     z = z / torch.where(temp > 0, temp, torch.ones_like(temp)) if isinstance(temp, torch.Tensor) else z / temp
-    index = None
-    if is_int(top_k) and 0 < int(top_k) < z.shape[-1]:
-        z, index = z.topk(int(top_k), dim=-1)  # (B, K) sorted, descending
+    if index is not None:
         probs = z.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
         probs = probs * (before < _column(top_p, b, z))
@@ -102,7 +144,7 @@ def filter_probs(
             z = _top_k_rows(z, top_k.reshape(b))
         probs = z.softmax(dim=-1)
         if not (is_number(top_p) and float(top_p) >= 1.0):
-            probs = probs * (z >= _nucleus_threshold(z, probs, _column(top_p, b, z)))
+            probs = probs * _nucleus(z, probs, _column(top_p, b, z))
     if not (is_number(min_p) and float(min_p) == 0.0):
         probs = probs * (probs >= _column(min_p, b, z) * probs.amax(dim=-1, keepdim=True))
     return probs, index
@@ -116,21 +158,33 @@ def _top_k_rows(z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return z.masked_fill(~keep, float("-inf"))
 
 
-def _nucleus_threshold(z: torch.Tensor, probs: torch.Tensor, top_p: torch.Tensor | float) -> torch.Tensor:
-    """(B, 1) logit threshold t: {z >= t} is HF's top-p set (mass strictly above a kept token < top_p)."""
-    zmax = z.amax(dim=-1, keepdim=True)  # (B, 1)
-    lo, hi = zmax - _WINDOW, zmax + 1.0  # mass(z >= lo) >= top_p, mass(z >= hi) = 0 < top_p
-    for _ in range(_BISECT_STEPS):
-        mid = (lo + hi) * 0.5
-        enough = (probs * (z >= mid)).sum(dim=-1, keepdim=True) >= top_p  # (B, 1)
-        lo, hi = torch.where(enough, mid, lo), torch.where(enough, hi, mid)
-    # snap: the largest logit below hi is the exact cut when its mass still reaches top_p
-    snap = z.masked_fill(z >= hi, float("-inf")).amax(dim=-1, keepdim=True)
-    enough = (probs * (z >= snap)).sum(dim=-1, keepdim=True) >= top_p
-    cut = torch.where(enough & (snap >= lo), snap, lo)
+def _nucleus(z: torch.Tensor, probs: torch.Tensor, top_p: torch.Tensor | float) -> torch.Tensor:
+    """(B, V) bool, HF's top-p set: keep a token when the mass strictly above it is < top_p. No sort.
+
+    Level 1 histograms the mass over 4096 bins of the 40 nats below the best logit and finds the bin where the mass
+    counted from the top reaches top_p. Level 2 partitions every token again: "above that bin", 4096 sub-bins of it
+    (2.4e-6 nats, the float32 spacing of logits near 10), "below it"; the cut is the sub-bin where the mass reaches
+    top_p, and every token up to it is kept (so the kept set is decided by one consistent partition).
+    """
+    weights = probs.double().flatten()  # float64 sums: the cut is as exact as the bins
+    depth = (z.amax(dim=-1, keepdim=True) - z).mul_(_BINS / _WINDOW)  # (B, V) level-1 bins below the best logit
+    cross1 = _crossing(depth.clamp(max=_BINS - 1).long(), weights, top_p, _BINS)  # (B, 1)
+    # level 2: 0 = above the crossing bin, 1..BINS = its sub-bins, BINS + 1 = below it
+    sub = depth.sub_(cross1).mul_(_BINS).clamp_(-1, _BINS).add_(1).long()  # (B, V)
+    cross2 = _crossing(sub, weights, top_p, _BINS + 2)  # (B, 1)
+    keep = sub <= cross2
     if isinstance(top_p, torch.Tensor):
-        cut = torch.where(top_p >= 1.0, torch.full_like(cut, float("-inf")), cut)
-    return cut
+        keep = keep | (top_p >= 1.0)
+    return keep
+
+
+def _crossing(bins: torch.Tensor, weights: torch.Tensor, top_p: torch.Tensor | float, nbins: int) -> torch.Tensor:
+    """The first bin (B, 1) whose cumulative mass (bins (B, V) in order, weights (B*V,)) reaches top_p."""
+    b = bins.shape[0]
+    offsets = torch.arange(b, device=bins.device)[:, None] * nbins  # (B, 1)
+    mass = torch.bincount((bins + offsets).flatten(), weights=weights, minlength=b * nbins).view(b, nbins)
+    cum = mass.cumsum(dim=-1)  # (B, n)
+    return (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=nbins - 1)
 
 
 def _column(value: Param, b: int, like: torch.Tensor) -> torch.Tensor | float:

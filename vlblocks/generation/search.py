@@ -31,7 +31,7 @@ from vlblocks._checks import (
 from vlblocks.generation.cache import StaticCache
 from vlblocks.generation.processors import apply_repetition_penalty, ban_repeated_ngrams
 from vlblocks.generation.sampling import _check as check_sampling_args
-from vlblocks.generation.sampling import sample_next_token
+from vlblocks.generation.sampling import noise_width, sample_next_token
 
 __all__ = ["GenerationOutput", "Prompt", "decode_step", "generate", "prefill", "prepare"]
 
@@ -228,7 +228,8 @@ def _sample_loop(
     scores = torch.zeros(b, device=device)
     greedy = not isinstance(sampler["temperature"], torch.Tensor) and float(sampler["temperature"]) == 0.0
     top_k = sampler["top_k"]
-    width = int(top_k) if isinstance(top_k, int) and 0 < top_k < logits.shape[-1] else logits.shape[-1]
+    fast_k = isinstance(top_k, int) and not isinstance(top_k, bool) and 0 < top_k < logits.shape[-1]
+    width = int(top_k) if fast_k else noise_width(logits.shape[-1])
     stopper = _EarlyStop(check_every, device)
     attentions = []
     for step in range(max_new_tokens):
