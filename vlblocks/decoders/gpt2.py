@@ -24,17 +24,16 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from vlblocks._checks import check_choice, check_dropout, check_positive_int, check_tensor
+from vlblocks.decoders.loss import IGNORE_INDEX, next_token_loss
 from vlblocks.layers.attention import Attention, KVCache
 from vlblocks.layers.mlp import Mlp
 
 __all__ = ["IGNORE_INDEX", "DecoderOutput", "GPT2Block", "GPT2Decoder", "GPT2DecoderConfig"]
 
-IGNORE_INDEX = -100  # label value the loss skips (padding, prefix)
 
 _ACT = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu", "silu": "silu"}
 
@@ -389,20 +388,6 @@ def position_ids(mask: torch.Tensor | None, batch: int, n: int, device: torch.de
     if mask is None:
         return torch.arange(n, device=device).expand(batch, n)  # (B, N)
     return (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, N)
-
-
-def next_token_loss(
-    logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean cross-entropy of logits[:, t] (B, T, V) against labels[:, t + 1] (B, T), skipping -100 and padding."""
-    check_tensor("labels", labels, ndim=2, dtype="int", shape="(B, T)")
-    if labels.shape != logits.shape[:2]:
-        raise ValueError(f"labels must have shape {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
-    if attention_mask is not None:
-        labels = labels.masked_fill(~attention_mask.bool(), IGNORE_INDEX)
-    return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
-    )
 
 
 def _bool_mask(attention_mask: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor | None:
