@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vlblocks.models.captioner import Captioner
 from vlblocks.models.dual_encoder import DualEncoder, DualEncoderOutput
 from vlblocks.models.presets import VQAPreset, apply_vqa_lora, build_vqa_model
 from vlblocks.models.run import LoadedRun, load_run
@@ -10,6 +11,7 @@ from vlblocks.models.vqa import VQAModel
 from vlblocks.models.zero_shot import ZeroShotClassifier, ZeroShotResult
 
 __all__ = [
+    "Captioner",
     "DualEncoder",
     "DualEncoderOutput",
     "LoadedRun",

@@ -1,0 +1,218 @@
+"""Sync-free next-token sampling: temperature, top-k, top-p (nucleus), min-p, drawn by the exponential race.
+
+Order, as in HF's warpers: temperature, then top-k, then top-p (Holtzman et al. 2020) on the renormalised top-k
+distribution, then min-p (Nguyen et al. 2024: keep tokens with p >= min_p * p_max). A token is then drawn by the
+exponential race, `argmax_i p_i / E_i` with E_i ~ Exp(1) from the given `torch.Generator`, which picks i with
+probability p_i (the Gumbel-max trick in another form) and never calls `torch.multinomial`.
+
+Every argument is a Python number or a per-row tensor (B,). With an int `top_k` the work is on the k largest logits
+only (`torch.topk`, no full sort). Without top-k, top-p never sorts the vocabulary (as FlashInfer's sorting-free
+samplers): two histogram passes over the logits (4096 bins over the 40 nats below the best logit, then 4096
+sub-bins of the bin where the mass counted from the top reaches top_p) locate HF's cut to 2.4e-6 nats, the float32
+spacing of logits near 10. Over a wide vocabulary the race itself runs in two levels (a group of ~sqrt(V) tokens,
+then a token of that group), so it draws ~2 sqrt(V) exponentials instead of V. A per-row tensor `top_k` sorts once
+to read each row's k-th value. Nothing asks the host, so the sampler compiles whole.
+
+Shapes: B batch (rows), V vocabulary, K top-k width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vlblocks._checks import check_finite_number, check_nonneg_int, check_probability, is_int, is_number
+
+__all__ = ["filter_probs", "noise_width", "race", "sample_next_token"]
+
+Param = float | int | torch.Tensor
+
+_BINS = 4096  # histogram bins per level (two levels: 40 / 4096**2 = 2.4e-6 nats)
+_WINDOW = 40.0  # tokens more than 40 nats below the best carry < V * e^-40 of the mass
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    *,
+    temperature: Param = 1.0,
+    top_k: int | torch.Tensor = 0,
+    top_p: Param = 1.0,
+    min_p: Param = 0.0,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Draw one token per row.
+
+    Args:
+        logits: (B, V) next-token logits (any float dtype; the maths is float32).
+        temperature: >= 0; 0 means greedy (argmax) for that row.
+        top_k: keep the k most likely tokens; 0 disables. An int, or an int tensor (B,).
+        top_p: in (0, 1]; keep the smallest set of most likely tokens whose mass reaches top_p; 1 disables.
+        min_p: in [0, 1]; keep tokens with probability >= min_p * (largest probability); 0 disables.
+        generator: the random stream (same seed, same tokens).
+        noise: Exp(1) draws to race with instead of drawing from `generator`: (B, V), or (B, top_k) with an int
+            top_k. A compiled step takes its noise this way (torch.compile cannot trace a `torch.Generator`).
+
+    Returns:
+        (B,) int64 token ids.
+
+    Raises:
+        ValueError: temperature < 0, top_k < 0, top_p outside (0, 1], min_p outside [0, 1], or a tensor
+            argument that is not (B,).
+    """
+    b = _check(logits, temperature, top_k, top_p, min_p)
+    if is_number(temperature) and float(temperature) == 0.0:
+        return logits.argmax(dim=-1)
+    probs, index = filter_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    if noise is None:
+        noise = torch.empty(b, noise_width(probs.shape[-1]), device=probs.device)
+        noise.exponential_(generator=generator)  # E ~ Exp(1)
+    if index is not None:
+        if noise.shape[-1] != probs.shape[-1]:
+            noise = noise.gather(1, index)  # (B, K): the draws of the kept columns
+        choice = (probs / noise.float().clamp_min(1e-30)).argmax(dim=-1)  # (B,) column
+        token = index.gather(1, choice[:, None])[:, 0]
+    else:
+        token = race(probs, noise)
+    if isinstance(temperature, torch.Tensor):
+        greedy = index[:, 0] if index is not None else logits.argmax(dim=-1)
+        token = torch.where(temperature.reshape(b) == 0, greedy, token)
+    return token
+
+
+def noise_width(width: int) -> int:
+    """Exp(1) draws per row the sampler races with over `width` candidates: all of them up to 1024, else one per
+    group plus one per member of a group (`race`), about 2 * sqrt(width)."""
+    if width <= 1024:
+        return width
+    groups, size = _groups(width)
+    return groups + size
+
+
+def race(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Draw i with probability p_i / sum(p) from unnormalised probs (B, W) by the exponential race.
+
+    Over many candidates the race runs in two levels, so it needs ~2 sqrt(W) draws instead of W: a group of
+    candidates wins `argmax mass_g / E_g`, then a member of that group wins `argmax p_i / E_i`; the product of the
+    two probabilities is p_i / sum(p). noise: (B, noise_width(W)) Exp(1) draws.
+    """
+    b, w = probs.shape
+    noise = noise.float().clamp_min(1e-30)
+    if w <= 1024:
+        return (probs / noise).argmax(dim=-1)
+    groups, size = _groups(w)
+    padded = torch.nn.functional.pad(probs, (0, groups * size - w)).view(b, groups, size)  # (B, G, S)
+    group = (padded.sum(dim=-1) / noise[:, :groups]).argmax(dim=-1)  # (B,)
+    members = padded.gather(1, group[:, None, None].expand(b, 1, size))[:, 0]  # (B, S)
+    member = (members / noise[:, groups:]).argmax(dim=-1)  # (B,)
+    return group * size + member
+
+
+def _groups(width: int) -> tuple[int, int]:
+    size = math.isqrt(width - 1) + 1
+    return (width + size - 1) // size, size
+
+
+def filter_probs(
+    logits: torch.Tensor,
+    *,
+    temperature: Param = 1.0,
+    top_k: int | torch.Tensor = 0,
+    top_p: Param = 1.0,
+    min_p: Param = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Renormalisation-free filtered probabilities: (probs (B, V) or (B, K), token index (B, K) or None).
+
+    Filtered tokens have probability exactly 0; the kept ones are proportional to the tempered softmax. With an
+    int `top_k` the columns are the k best tokens (sorted), and `index` maps them back to token ids.
+    """
+    b = logits.shape[0]
+    index = None
+    z = logits
+    if is_int(top_k) and 0 < int(top_k) < z.shape[-1]:
+        z, index = z.topk(int(top_k), dim=-1)  # (B, K) sorted, descending (temperature keeps the order)
+    z = z.float()
+    temp = _column(temperature, b, z)
+    z = z / torch.where(temp > 0, temp, torch.ones_like(temp)) if isinstance(temp, torch.Tensor) else z / temp
+    if index is not None:
+        probs = z.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
+        probs = probs * (before < _column(top_p, b, z))
+    else:
+        if isinstance(top_k, torch.Tensor):
+            z = _top_k_rows(z, top_k.reshape(b))
+        probs = z.softmax(dim=-1)
+        if not (is_number(top_p) and float(top_p) >= 1.0):
+            probs = probs * _nucleus(z, probs, _column(top_p, b, z))
+    if not (is_number(min_p) and float(min_p) == 0.0):
+        probs = probs * (probs >= _column(min_p, b, z) * probs.amax(dim=-1, keepdim=True))
+    return probs, index
+
+
+def _top_k_rows(z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Per-row top-k (k (B,), 0 = off): mask logits below each row's k-th largest value with -inf."""
+    ordered = z.sort(dim=-1, descending=True).values  # (B, V)
+    kth = ordered.gather(1, (k.clamp(1, z.shape[-1]) - 1).long()[:, None])  # (B, 1)
+    keep = (z >= kth) | (k[:, None] <= 0)
+    return z.masked_fill(~keep, float("-inf"))
+
+
+def _nucleus(z: torch.Tensor, probs: torch.Tensor, top_p: torch.Tensor | float) -> torch.Tensor:
+    """(B, V) bool, HF's top-p set: keep a token when the mass strictly above it is < top_p. No sort.
+
+    Level 1 histograms the mass over 4096 bins of the 40 nats below the best logit and finds the bin where the mass
+    counted from the top reaches top_p. Level 2 partitions every token again: "above that bin", 4096 sub-bins of it
+    (2.4e-6 nats, the float32 spacing of logits near 10), "below it"; the cut is the sub-bin where the mass reaches
+    top_p, and every token up to it is kept (so the kept set is decided by one consistent partition).
+    """
+    weights = probs.double().flatten()  # float64 sums: the cut is as exact as the bins
+    depth = (z.amax(dim=-1, keepdim=True) - z).mul_(_BINS / _WINDOW)  # (B, V) level-1 bins below the best logit
+    cross1 = _crossing(depth.clamp(max=_BINS - 1).long(), weights, top_p, _BINS)  # (B, 1)
+    # level 2: 0 = above the crossing bin, 1..BINS = its sub-bins, BINS + 1 = below it
+    sub = depth.sub_(cross1).mul_(_BINS).clamp_(-1, _BINS).add_(1).long()  # (B, V)
+    cross2 = _crossing(sub, weights, top_p, _BINS + 2)  # (B, 1)
+    keep = sub <= cross2
+    if isinstance(top_p, torch.Tensor):
+        keep = keep | (top_p >= 1.0)
+    return keep
+
+
+def _crossing(bins: torch.Tensor, weights: torch.Tensor, top_p: torch.Tensor | float, nbins: int) -> torch.Tensor:
+    """The first bin (B, 1) whose cumulative mass (bins (B, V) in order, weights (B*V,)) reaches top_p."""
+    b = bins.shape[0]
+    offsets = torch.arange(b, device=bins.device)[:, None] * nbins  # (B, 1)
+    mass = torch.bincount((bins + offsets).flatten(), weights=weights, minlength=b * nbins).view(b, nbins)
+    cum = mass.cumsum(dim=-1)  # (B, n)
+    return (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=nbins - 1)
+
+
+def _column(value: Param, b: int, like: torch.Tensor) -> torch.Tensor | float:
+    """A number as is, a (B,) tensor as a float32 (B, 1) column on `like`'s device."""
+    if isinstance(value, torch.Tensor):
+        return value.reshape(b, 1).to(device=like.device, dtype=torch.float32)
+    return float(value)
+
+
+def _check(logits: torch.Tensor, temperature: Param, top_k: object, top_p: Param, min_p: Param) -> int:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a float tensor (B, V), got {shape}")
+    b = logits.shape[0]
+    if b == 0:
+        raise ValueError("logits must hold at least one row, got an empty batch")
+    for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p), ("min_p", min_p)):
+        if isinstance(value, torch.Tensor):
+            if value.numel() != b or value.dim() > 1:
+                raise ValueError(f"{name} as a tensor must have shape ({b},), got {tuple(value.shape)}")
+            continue
+        if name == "temperature":
+            if check_finite_number(name, value) < 0:
+                raise ValueError(f"temperature must be >= 0, got {value!r}")
+        elif name == "top_k":
+            check_nonneg_int(name, value)
+        elif name == "top_p":
+            check_probability(name, value, closed_low=False)
+        else:
+            check_probability(name, value)
+    return b

@@ -1,0 +1,357 @@
+"""The generation loop: prefill, then a fixed number of decode steps with a finished mask; greedy / sampling here,
+beam search in `beam.py`.
+
+The loop never asks the device anything: positions and cache slots are tensors incremented in place, finished rows
+keep running (they emit the pad token), and the penalties read a fixed-size token buffer. An optional early stop
+(`check_every=k`) copies "every row finished" to the host without blocking every k steps and reads the copy from
+k steps earlier once its event has completed, so the device never waits for the host. One decode step
+(`decode_step` + `sample_next_token`) compiles with `torch.compile(fullgraph=True)`; its random draws come in as a
+tensor (`noise`) because compiled code cannot trace a `torch.Generator`.
+
+Shapes: B rows, P prompt length (left padded), Np prefix (image) tokens, T new tokens, L = Np + P + T cache slots,
+V vocabulary, H heads, Ni image tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from einops import rearrange
+
+from vlblocks._checks import (
+    check_int,
+    check_nonneg_int,
+    check_positive_int,
+    check_positive_number,
+    check_tensor,
+)
+from vlblocks.generation.cache import StaticCache
+from vlblocks.generation.processors import apply_repetition_penalty, ban_repeated_ngrams
+from vlblocks.generation.sampling import _check as check_sampling_args
+from vlblocks.generation.sampling import noise_width, sample_next_token
+
+__all__ = ["GenerationOutput", "Prompt", "decode_step", "generate", "prefill", "prepare"]
+
+
+@dataclass
+class GenerationOutput:
+    """sequences (B, P + T): the prompt as given, then the new tokens (pad after a row's eos);
+    scores (B,): greedy / sampling: sum of the log-probabilities (after penalties, before temperature and
+    filters) of a row's new tokens up to its eos; beam search: HF's sequence score (sum of log-probs / length **
+    length_penalty); cross_attentions: layer -> (B, T, H, Ni), the cross-attention of the query that produced each
+    new token (empty unless `return_cross_attentions` was given)."""
+
+    sequences: torch.Tensor
+    scores: torch.Tensor
+    cross_attentions: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Prompt:
+    """A checked, embedded-ready prompt: ids / mask (B, P), prefix embeddings (B, Np, D) or None, cache length L."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    prefix: torch.Tensor | None
+    image_embeds: torch.Tensor | None
+    max_len: int
+
+    @property
+    def prefix_len(self) -> int:
+        return 0 if self.prefix is None else self.prefix.shape[1]
+
+
+def prepare(
+    decoder: Any,
+    image_embeds: torch.Tensor | None,
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    max_new_tokens: int,
+) -> Prompt:
+    """Check the inputs and size the cache; a missing prompt is the BOS token."""
+    cfg = decoder.config
+    if input_ids is None:
+        if image_embeds is None:
+            raise ValueError("generate needs image_embeds, input_ids or both")
+        if cfg.bos_token_id is None:
+            raise ValueError("input_ids is required when the decoder config has no bos_token_id")
+        input_ids = torch.full((image_embeds.shape[0], 1), cfg.bos_token_id, device=image_embeds.device)
+    check_tensor("input_ids", input_ids, ndim=2, dtype="int", shape="(B, P)")
+    b, p = input_ids.shape
+    decoder.check_image_embeds(image_embeds, b)
+    if attention_mask is None:
+        mask = torch.ones(b, p, dtype=torch.bool, device=input_ids.device)
+    else:
+        check_tensor("attention_mask", attention_mask, ndim=2, shape="(B, P)")
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask must have shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
+        mask = attention_mask.bool()
+    prefix = decoder.prefix_embeds(image_embeds) if cfg.mode == "prefix" and image_embeds is not None else None
+    total = (0 if prefix is None else prefix.shape[1]) + p + max_new_tokens
+    if total > cfg.n_positions:
+        raise ValueError(
+            f"prompt ({p} tokens{'' if prefix is None else f' + {prefix.shape[1]} image tokens'}) + max_new_tokens "
+            f"({max_new_tokens}) must fit the position budget n_positions={cfg.n_positions}, got {total}"
+        )
+    return Prompt(ids=input_ids, mask=mask, prefix=prefix, image_embeds=image_embeds, max_len=total)
+
+
+def prefill(decoder: Any, prompt: Prompt) -> tuple[StaticCache, torch.Tensor, torch.Tensor]:
+    """Run the prompt (and prefix) through the decoder into a new cache.
+
+    Returns (cache, logits of the last prompt token (B, V) float32, its position (B, 1)).
+    """
+    cfg, tr = decoder.config, decoder.transformer
+    b, p = prompt.ids.shape
+    x = tr.wte(prompt.ids)  # (B, P, D)
+    mask = prompt.mask
+    if prompt.prefix is not None:
+        x = torch.cat([prompt.prefix.to(x.dtype), x], dim=1)  # (B, Np + P, D)
+        mask = torch.cat([mask.new_ones(b, prompt.prefix_len), mask], dim=1)  # (B, Np + P)
+    n = x.shape[1]
+    pos = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, Np + P)
+    cache = StaticCache.allocate(
+        batch=b, depth=cfg.n_layer, heads=cfg.n_head, dim_head=cfg.n_embd // cfg.n_head, max_len=prompt.max_len,
+        cross_kv=decoder.cross_kv(prompt.image_embeds), device=x.device, dtype=x.dtype,
+    )
+    cache.key_mask[:, :n] = mask
+    slots = torch.arange(n, device=x.device)
+    h = decoder.run_blocks(
+        x + tr.wpe(pos), mask=cache.key_mask, cross_kv=cache.cross_kv, caches=cache.layers, positions=slots
+    )
+    return cache, decoder.lm_head(h[:, -1]).float(), pos[:, -1:]
+
+
+def decode_step(
+    decoder: Any, cache: StaticCache, tokens: torch.Tensor, slot: torch.Tensor, position: torch.Tensor
+) -> torch.Tensor:
+    """One token per row: tokens (B, 1) at cache slot `slot` (1,) and positions (B, 1) -> next logits (B, V) float32."""
+    tr = decoder.transformer
+    x = tr.wte(tokens) + tr.wpe(position)  # (B, 1, D)
+    h = decoder.run_blocks(x, mask=cache.key_mask, cross_kv=cache.cross_kv, caches=cache.layers, positions=slot)
+    return decoder.lm_head(h[:, -1]).float()
+
+
+def generate(
+    decoder: Any,
+    image_embeds: torch.Tensor | None = None,
+    input_ids: torch.Tensor | None = None,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    max_new_tokens: int = 20,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    temperature: float | torch.Tensor = 0.0,
+    top_k: int | torch.Tensor = 0,
+    top_p: float | torch.Tensor = 1.0,
+    min_p: float | torch.Tensor = 0.0,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
+    repetition_penalty: float | torch.Tensor = 1.0,
+    no_repeat_ngram_size: int = 0,
+    generator: torch.Generator | None = None,
+    return_cross_attentions: Sequence[int] | None = None,
+    check_every: int = 0,
+    compile_step: bool = False,
+) -> GenerationOutput:
+    """Decode up to `max_new_tokens` tokens per row (greedy, sampling or beam search).
+
+    Args:
+        decoder: a `GPT2Decoder`.
+        image_embeds: (B, Ni, Di) image tokens (cross-attention keys / values, or the visual prefix).
+        input_ids: (B, P) prompt, left padded (default: the BOS token); attention_mask (B, P) marks real tokens.
+        max_new_tokens: T, the number of decode steps.
+        eos_token_id / pad_token_id: end token (default: the config's) and the filler after it (default: eos).
+        temperature, top_k, top_p, min_p: the sampler's arguments (`sample_next_token`), numbers or per-row
+            tensors (B,); temperature 0 (the default) is greedy.
+        num_beams: > 1 runs beam search (HF's algorithm: `length_penalty`, `early_stopping` True / False /
+            "never"); the sampler arguments are then unused.
+        repetition_penalty, no_repeat_ngram_size: HF's processors, over prompt + generated tokens.
+        generator: random stream of the sampler.
+        return_cross_attentions: layer indices whose cross-attention to return; only those layers leave the fused
+            kernel.
+        check_every: k > 0 stops once every row has finished, seen through a non-blocking copy every k steps.
+        compile_step: run the decode step through `torch.compile` (CUDA graphs on a GPU).
+
+    Returns:
+        GenerationOutput(sequences (B, P + T), scores (B,), cross_attentions {layer: (B, T, H, Ni)}).
+
+    Raises:
+        ValueError: a sampler argument out of range, num_beams < 1, a prompt longer than the position budget,
+            image embeddings of the wrong width.
+    """
+    check_positive_int("max_new_tokens", max_new_tokens)
+    check_positive_int("num_beams", num_beams)
+    check_nonneg_int("no_repeat_ngram_size", no_repeat_ngram_size)
+    check_nonneg_int("check_every", check_every)
+    if not isinstance(repetition_penalty, torch.Tensor):
+        check_positive_number("repetition_penalty", repetition_penalty)
+    eos = decoder.config.eos_token_id if eos_token_id is None else eos_token_id
+    if eos is not None:
+        check_int("eos_token_id", eos, low=0, high=decoder.config.vocab_size - 1)
+    pad = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
+    layers = _check_layers(decoder, return_cross_attentions)
+    with torch.no_grad(), _CrossAttentionRecorder(decoder, layers) as recorder:
+        prompt = prepare(decoder, image_embeds, input_ids, attention_mask, max_new_tokens)
+        check_sampling_args(torch.zeros(prompt.ids.shape[0], 1), temperature, top_k, top_p, min_p)
+        step_fn = _compiled_step() if compile_step else decode_step
+        cache, logits, position = prefill(decoder, prompt)
+        common = dict(max_new_tokens=max_new_tokens, eos=eos, pad=pad, repetition_penalty=repetition_penalty,
+                      ngram=no_repeat_ngram_size, recorder=recorder, step_fn=step_fn, check_every=check_every)
+        if num_beams > 1:
+            from vlblocks.generation.beam import beam_search
+
+            return beam_search(decoder, prompt, cache, logits, position, num_beams=num_beams,
+                               length_penalty=length_penalty, early_stopping=early_stopping, **common)
+        sampler = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, generator=generator)
+        return _sample_loop(decoder, prompt, cache, logits, position, sampler=sampler, **common)
+
+
+def _sample_loop(
+    decoder: Any, prompt: Prompt, cache: StaticCache, logits: torch.Tensor, position: torch.Tensor, *,
+    sampler: dict[str, Any], max_new_tokens: int, eos: int | None, pad: int, repetition_penalty: Any, ngram: int,
+    recorder: _CrossAttentionRecorder, step_fn: Any, check_every: int,
+) -> GenerationOutput:
+    b, p = prompt.ids.shape
+    device = logits.device
+    seq = torch.full((b, p + max_new_tokens), pad, dtype=torch.long, device=device)  # (B, P + T)
+    seq[:, :p] = prompt.ids
+    seq_mask = torch.zeros_like(seq, dtype=torch.bool)
+    seq_mask[:, :p] = prompt.mask
+    length = torch.full((), p, dtype=torch.long, device=device)
+    slot = torch.full((1,), prompt.prefix_len + p, dtype=torch.long, device=device)
+    finished = torch.zeros(b, dtype=torch.bool, device=device)
+    scores = torch.zeros(b, device=device)
+    greedy = not isinstance(sampler["temperature"], torch.Tensor) and float(sampler["temperature"]) == 0.0
+    top_k = sampler["top_k"]
+    fast_k = isinstance(top_k, int) and not isinstance(top_k, bool) and 0 < top_k < logits.shape[-1]
+    width = int(top_k) if fast_k else noise_width(logits.shape[-1])
+    stopper = _EarlyStop(check_every, device)
+    attentions = []
+    for step in range(max_new_tokens):
+        logits = process_logits(logits, seq, seq_mask, length, repetition_penalty, ngram)
+        noise = None
+        if not greedy:
+            noise = torch.empty(b, width, device=device).exponential_(generator=sampler["generator"])
+        kw = {k: v for k, v in sampler.items() if k != "generator"}
+        token = sample_next_token(logits, noise=noise, **kw)  # (B,)
+        logp = logits.log_softmax(dim=-1).gather(1, token[:, None])[:, 0]
+        scores = scores + torch.where(finished, torch.zeros_like(logp), logp)
+        token = torch.where(finished, torch.full_like(token, pad), token)
+        seq[:, p + step] = token
+        seq_mask[:, p + step] = True
+        attentions.append(recorder.last_query())
+        if eos is not None:
+            finished = finished | (token == eos)
+        if step + 1 == max_new_tokens or stopper.should_stop(step, finished):
+            break
+        position = position + 1
+        logits = step_fn(decoder, cache, token[:, None], slot, position)
+        slot += 1
+        length += 1
+    return GenerationOutput(seq, scores, recorder.stack(attentions, b, max_new_tokens))
+
+
+def process_logits(
+    logits: torch.Tensor, seq: torch.Tensor, seq_mask: torch.Tensor, length: torch.Tensor, repetition_penalty: Any,
+    ngram: int,
+) -> torch.Tensor:
+    """Apply the repetition penalty and the n-gram ban over the filled part of `seq` (B, P + T)."""
+    if isinstance(repetition_penalty, torch.Tensor) or float(repetition_penalty) != 1.0:
+        logits = apply_repetition_penalty(logits, seq, repetition_penalty, mask=seq_mask)
+    if ngram > 0:
+        logits = ban_repeated_ngrams(logits, seq, ngram, length=length, mask=seq_mask)
+    return logits
+
+
+class _EarlyStop:
+    """Every k steps, copy "all finished" to the host without blocking; stop when a completed copy says so."""
+
+    def __init__(self, every: int, device: torch.device) -> None:
+        self.every, self.cuda = every, device.type == "cuda"
+        self.flag = torch.zeros((), dtype=torch.bool, pin_memory=self.cuda) if every else None
+        self.event: Any = None
+
+    def should_stop(self, step: int, finished: torch.Tensor) -> bool:
+        if not self.every or (step + 1) % self.every:
+            return False
+        done = self.event is not None and (not self.cuda or self.event.query()) and bool(self.flag)  # host memory
+        self.flag.copy_(finished.all(), non_blocking=True)
+        if self.cuda:
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.event = True
+        return done
+
+
+class _CrossAttentionRecorder:
+    """Switch the selected layers' cross-attention to the manual path and keep the last query's probabilities."""
+
+    def __init__(self, decoder: Any, layers: list[int]) -> None:
+        self.modules = [decoder.transformer.h[i].crossattention for i in layers]
+        self.layers, self.latest, self.handles, self.fused = layers, {}, [], []
+
+    def __enter__(self) -> _CrossAttentionRecorder:
+        for layer, module in zip(self.layers, self.modules):
+            self.fused.append(module.fused)
+            module.fused = False
+            self.handles.append(module.attn_probs.register_forward_hook(self._hook(layer)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for module, fused, handle in zip(self.modules, self.fused, self.handles):
+            module.fused = fused
+            handle.remove()
+
+    def _hook(self, layer: int):
+        def hook(module: Any, args: Any, probs: torch.Tensor) -> None:
+            self.latest[layer] = probs  # (Bi, H, G * Nq, Ni)
+
+        return hook
+
+    def last_query(self, rows: int | None = None) -> dict[int, torch.Tensor]:
+        """Per layer, the last query's probabilities per row (B, H, Ni) (rows = B when the beams share images)."""
+        out = {}
+        for layer, probs in self.latest.items():
+            bi, _, gq, _ = probs.shape
+            group = (rows or bi) // bi
+            per_row = rearrange(probs, "b h (g n) k -> (b g) n h k", g=group)  # (B, Nq, H, Ni)
+            out[layer] = per_row[:, -1]
+        return out
+
+    def stack(self, steps: list[dict[int, torch.Tensor]], b: int, total: int) -> dict[int, torch.Tensor]:
+        """Per layer, (B, T, H, Ni); steps after an early stop are zeros."""
+        out = {}
+        for layer in self.layers:
+            got = torch.stack([s[layer] for s in steps], dim=1)  # (B, t, H, Ni)
+            if got.shape[1] < total:
+                pad = got.new_zeros(b, total - got.shape[1], *got.shape[2:])
+                got = torch.cat([got, pad], dim=1)
+            out[layer] = got
+        return out
+
+
+def _check_layers(decoder: Any, layers: Sequence[int] | None) -> list[int]:
+    if layers is None:
+        return []
+    depth = len(decoder.transformer.h)
+    out = [check_int("return_cross_attentions", i, low=-depth, high=depth - 1) % depth for i in layers]
+    for i in out:
+        if not decoder.transformer.h[i].has_cross:
+            raise ValueError(f"return_cross_attentions: layer {i} has no cross-attention")
+    return out
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled_step() -> Any:
+    """`decode_step` under torch.compile (one compiled function per process)."""
+    if "step" not in _COMPILED:
+        _COMPILED["step"] = torch.compile(decode_step, fullgraph=True, dynamic=False)
+    return _COMPILED["step"]
