@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from vlblocks import training as T
+from vlblocks.constants import IGNORE_INDEX
 from vlblocks.data import AnswerVocab, ShapesWorld, VQACollator, VQAv2Dataset, build_word_tokenizer
 from vlblocks.metrics import classification_report, vqa_accuracy, vqa_accuracy_by_type
 from vlblocks.models import VQAPreset, apply_vqa_lora, build_vqa_model, load_run
@@ -211,7 +212,7 @@ def forward(model, batch: dict) -> torch.Tensor:
 def compute_loss(logits, batch, args, class_weights) -> torch.Tensor:
     if args.loss == "soft-bce":  # VQA soft scores as targets (Teney et al. 2018), summed over answers
         return F.binary_cross_entropy_with_logits(logits, batch["scores"]) * logits.shape[1]
-    return F.cross_entropy(logits, batch["labels"], weight=class_weights, ignore_index=-100)
+    return F.cross_entropy(logits, batch["labels"], weight=class_weights, ignore_index=IGNORE_INDEX)
 
 
 @torch.no_grad()

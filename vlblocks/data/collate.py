@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vlblocks._checks import check_int
+from vlblocks.constants import IGNORE_INDEX
 from vlblocks.data.vqa import AnswerVocab
 from vlblocks.encoders.image import ImageConfig
 
@@ -182,7 +183,7 @@ class VQACollator:
             questions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         labels = torch.tensor([self.vocab.encode(item["answer"]) for item in kept], dtype=torch.long)
-        labels[labels < 0] = -100
+        labels[labels < 0] = IGNORE_INDEX
         batch = {
             "pixel_values": pixels,
             "input_ids": tokens["input_ids"],

@@ -14,7 +14,7 @@ from vlblocks._checks import check_tensor
 
 __all__ = ["IGNORE_INDEX", "next_token_loss"]
 
-IGNORE_INDEX = -100  # label value the loss skips (padding, prefix); one definition for the decoders
+from vlblocks.constants import IGNORE_INDEX  # label value the loss skips (padding, prefix)
 
 
 def next_token_loss(
