@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None):
     )
     g.add_argument("--mask-classes", choices=["shape", "color_shape", "instance"], default="color_shape")
     g.add_argument(
-        "--num-scenes", type=T.positive_int, default=2000, help="ShapesWorld train scenes (val: 1/10)"
+        "--num-scenes", type=T.positive_int, default=1000, help="ShapesWorld train scenes (val: 1/10)"
     )
     g.add_argument("--image-size", type=T.positive_int, default=64)
     g.add_argument("--num-classes", type=T.positive_int, default=None, help="with --data-root")
@@ -63,8 +64,8 @@ def parse_args(argv: list[str] | None = None):
     )
     g.add_argument("--patch-size", type=T.positive_int, default=4, help="tiny-vit pixels per token")
     g.add_argument("--dim", type=T.positive_int, default=64, help="tiny-vit width")
-    g.add_argument("--depth", type=T.positive_int, default=3, help="tiny-vit layers")
-    g.add_argument("--pretrain-epochs", type=T.nonneg_int, default=4, help="tiny-vit classification epochs")
+    g.add_argument("--depth", type=T.positive_int, default=2, help="tiny-vit layers")
+    g.add_argument("--pretrain-epochs", type=T.nonneg_int, default=12, help="tiny-vit classification epochs")
     g.add_argument("--pretrain-lr", type=T.positive_float, default=3e-3)
     g.add_argument("--num-layers", type=T.positive_int, default=1, help="last layers' tokens the head reads")
     g = p.add_argument_group("heads")
@@ -74,7 +75,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument(
         "--conv-hidden", type=T.nonneg_int, default=0, help="conv head hidden channels (0: one conv)"
     )
-    T.add_run_args(p, task="segmentation", epochs=8, batch_size=32, lr=3e-3)
+    T.add_run_args(p, task="segmentation", epochs=10, batch_size=32, lr=5e-3)
     args = p.parse_args(argv)
     if args.data_root is not None and args.num_classes is None:
         p.error("--data-root needs --num-classes")
@@ -102,10 +103,8 @@ def load_folder(root: Path, size: int, val: bool) -> tuple[torch.Tensor, torch.T
     for f in files:
         image = load_image(f).resize((size, size), Image.BILINEAR)
         mask = Image.open(root / "masks" / f"{f.stem}.png").resize((size, size), Image.NEAREST)
-        images.append(
-            torch.from_numpy(__import__("numpy").asarray(image).copy()).permute(2, 0, 1)
-        )  # (3, S, S)
-        masks.append(torch.from_numpy(__import__("numpy").asarray(mask).astype("int64")))
+        images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))  # (S, S, 3) -> (3, S, S)
+        masks.append(torch.from_numpy(np.array(mask).astype(np.int64)))  # (S, S) class ids
     return torch.stack(images), torch.stack(masks)
 
 
@@ -305,8 +304,7 @@ def train_head(kind, data, feats, grid, args, out: Path, dist, say) -> list[dict
                 T.save_checkpoint(ckpt, model=head, optimizer=optimizer, scheduler=scheduler, state=state)
             if step >= total or stop.requested or (args.stop_after and run_steps >= args.stop_after):
                 break
-    state["done"] = step >= total
-    return history if state["done"] else []
+    return history if step >= total else []
 
 
 def _rows(out: Path) -> list[dict]:
