@@ -221,7 +221,9 @@ def train_head(kind, data, feats, grid, args, out: Path, dist, say) -> list[dict
     T.seed_everything(args.seed)
     head = build_head(kind, train_x.shape[-1], num_classes, args)
     ckpt = out / ("checkpoint" if args.head != "all" else f"checkpoint-{kind}")
-    steps_per_epoch = len(train_x) // args.batch_size // dist.world_size
+    steps_per_epoch = math.ceil(len(train_x) / args.batch_size) // dist.world_size
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(train_x)} training images are too few for {dist.world_size} processes")
     total = min(args.epochs * steps_per_epoch, args.max_steps or 10**12)
     optimizer = T.build_optimizer(head, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = T.build_scheduler(
@@ -244,7 +246,7 @@ def train_head(kind, data, feats, grid, args, out: Path, dist, say) -> list[dict
             step=0,
             miou=result.miou,
             pixel_accuracy=result.pixel_accuracy,
-            iou=[None if math.isnan(v) else v for v in result.iou.tolist()],
+            iou=ious(result),
         )
     step, run_steps, epoch0, first = state["step"], 0, *T.resume_position(state["step"], steps_per_epoch)
     with T.stop_on_signal() as stop:
@@ -296,7 +298,7 @@ def train_head(kind, data, feats, grid, args, out: Path, dist, say) -> list[dict
                     "pixel_accuracy": result.pixel_accuracy,
                     "time_s": time.perf_counter() - t_epoch,
                 }
-                log.log(**row, iou=[None if math.isnan(v) else v for v in result.iou.tolist()])
+                log.log(**row, iou=ious(result))
                 history.append(row)
                 say(T.format_table([row]) if len(history) == 1 else T.format_table([row]).splitlines()[-1])
                 state.update(loss_sum=0.0, loss_count=0)
@@ -305,6 +307,11 @@ def train_head(kind, data, feats, grid, args, out: Path, dist, say) -> list[dict
             if step >= total or stop.requested or (args.stop_after and run_steps >= args.stop_after):
                 break
     return history if step >= total else []
+
+
+def ious(result) -> list[float | None]:
+    """Per-class IoU as JSON (None for a class absent from prediction and target)."""
+    return [None if math.isnan(v) else v for v in result.iou.tolist()]
 
 
 def _rows(out: Path) -> list[dict]:
@@ -392,7 +399,7 @@ def report(args, data, val_x, grid, heads, finals, out: Path, model) -> None:
     summary = {
         "heads": rows,
         "class_names": data["class_names"],
-        "iou": {k: [None if math.isnan(v) else v for v in r.iou.tolist()] for k, r in finals.items()},
+        "iou": {k: ious(r) for k, r in finals.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_curves([r for r in _rows(out) if "epoch" in r], data["class_names"], out)
@@ -420,7 +427,12 @@ def plot_curves(history: list[dict], class_names: list[str], out: Path) -> None:
     for ax, kind in zip(axes[0], kinds):
         rows = [r for r in history if r["head"] == kind]
         for c, name in enumerate(class_names):
-            ax.plot([r["epoch"] for r in rows], [r["iou"][c] for r in rows], label=name)
+            ax.plot(
+                [r["epoch"] for r in rows],
+                [r["iou"][c] for r in rows],
+                label=name,
+                color=plt.cm.tab20(c % 20),
+            )
         ax.set(xlabel="epoch", ylabel="IoU", title=f"per-class IoU ({kind})", ylim=(0, 1))
     axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.savefig(out / "class_iou.png", dpi=100, bbox_inches="tight")
