@@ -2,8 +2,8 @@
 
 The comparison of the course report (four heads on frozen DINOv2 patch features), runnable offline: by default it
 generates ShapesWorld with colour-shape masks (19 classes), pretrains a tiny ViT (4-pixel patches) on ShapesWorld
-classification for about a minute (cached in the run folder and reused), freezes it, and trains a head on its patch
-tokens. `--head all` computes the frozen features once and trains the four heads on them, then prints the table.
+classification (the central object's shape, and which colour-shape objects the scene holds) for a few minutes of
+CPU (cached in the run folder and reused), freezes it, and trains a head on its patch tokens. `--head all` computes the frozen features once and trains the four heads on them, then prints the table.
 
 Commands:
     python examples/segmentation_train.py                          # ShapesWorld, tiny ViT, mask transformer head
