@@ -115,16 +115,25 @@ def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
 
 def _pair_runs(code: np.ndarray, sent: np.ndarray, size: int, num_sent: int):
     """Distinct (code, sentence) pairs sorted by code then sentence, with their counts."""
-    if size * num_sent < _LIMIT:
-        key = np.sort(code * num_sent + sent)
-        code, sent = key // num_sent, key % num_sent
-    else:  # codes too large to pack with the sentence: a slower two-key sort
-        by = np.lexsort((sent, code))
-        code, sent = code[by], sent[by]
     if code.size == 0:
         return code, sent, code
-    starts = np.flatnonzero(np.r_[True, (code[1:] != code[:-1]) | (sent[1:] != sent[:-1])])
-    return code[starts], sent[starts], np.diff(np.r_[starts, code.size])
+    if size * num_sent < _LIMIT:
+        key = np.sort(code * num_sent + sent)
+        starts = _run_starts(key[1:] != key[:-1])
+        return key[starts] // num_sent, key[starts] % num_sent, np.diff(starts, append=key.size)
+    by = np.lexsort((sent, code))  # codes too large to pack with the sentence: a slower two-key sort
+    code, sent = code[by], sent[by]
+    starts = _run_starts((code[1:] != code[:-1]) | (sent[1:] != sent[:-1]))
+    return code[starts], sent[starts], np.diff(starts, append=code.size)
+
+
+def _run_starts(changed: np.ndarray) -> np.ndarray:
+    """Start indices of the runs of a sorted array, from ``changed`` = (a[1:] != a[:-1])."""
+    starts = np.empty(changed.size + 1, dtype=np.int64)
+    starts[0] = 0
+    nz = np.flatnonzero(changed)
+    starts[1 : nz.size + 1] = nz + 1
+    return starts[: nz.size + 1]
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
