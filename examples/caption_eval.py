@@ -8,8 +8,10 @@ CLIPScore / RefCLIPScore with a CLIP model; print a table, save per-image scores
         --image-dir val2014/ --clip-model openai/clip-vit-base-patch32          # + CLIPScore / RefCLIPScore
 
 The results file is ``[{"image_id": ..., "caption": ...}]``; the images scored are the ones it holds (as in
-coco-caption's example). ``--clip-model`` takes a hub name or a local folder of an HF ``CLIPModel``. Writes
-``<out>/scores.json`` (summary + per-image scores) and ``<out>/best_worst.png`` (the best and worst images by
+coco-caption's example). ``--clip-model`` takes a hub name or a local folder of an HF ``CLIPModel`` (a vlblocks
+retrieval run folder is not supported yet: ``vlblocks.models.load_run`` has no retrieval loader). Writes, in
+``--output-dir`` (``runs/caption_eval``; an earlier evaluation there is replaced only with ``--overwrite``),
+``summary.json``, ``scores.json`` (summary + per-image scores) and ``best_worst.png`` (the best and worst images by
 CLIPScore, or by CIDEr-D without CLIP, each with its caption and score).
 """
 
@@ -17,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-from tqdm import tqdm
+from PIL import Image
 
 from vlblocks import metrics
+from vlblocks import training as T
 from vlblocks.data import ShapesWorld
 
 REFDATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "refdata"
@@ -32,9 +33,7 @@ TILE = 160
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = T.make_parser(__doc__)
     p.add_argument("--results", type=Path, default=None, help="COCO results JSON [{image_id, caption}]")
     p.add_argument("--annotations", type=Path, default=None, help="COCO captions JSON with the references")
     p.add_argument(
@@ -48,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=96, help="ShapesWorld image side")
     p.add_argument("--show", type=int, default=4, help="best and worst images drawn in the PNG")
     p.add_argument("--batch-size", type=int, default=32, help="CLIP batch size")
-    p.add_argument("--out", type=Path, default=Path("runs/caption_eval"), help="output folder")
+    p.add_argument("--output-dir", type=Path, default=Path("runs/caption_eval"), help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --output-dir")
     args = p.parse_args(argv)
     if (args.results is None) != (args.annotations is None):
         p.error("--results and --annotations go together")
@@ -104,39 +104,31 @@ def load_files(results: Path, annotations: Path, image_dir: Path | None) -> tupl
     names = {im["id"]: im["file_name"] for im in ann.get("images", [])}
     images = {}
     if image_dir is not None:
-        for i in tqdm(cands, desc="images", disable=not sys.stderr.isatty()):
+        for i in T.progress(cands, desc="images"):
             if (image_dir / names.get(i, "")).is_file():
                 images[i] = Image.open(image_dir / names[i]).convert("RGB")
     return refs, cands, images
 
 
-def grid(items: list[tuple[Image.Image | None, str]], columns: int) -> Image.Image:
-    """Tiles of TILE x TILE images (grey where none) with up to four text lines under each."""
-    # TODO(lead): use vlblocks.training helpers
-    rows = (len(items) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * TILE, rows * (TILE + 60)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, (image, text) in enumerate(items):
-        x, y = (k % columns) * TILE, (k // columns) * (TILE + 60)
-        sheet.paste(
-            image.resize((TILE, TILE)) if image is not None else Image.new("RGB", (TILE, TILE), "#bbb"),
-            (x, y),
-        )
-        if image is None:
-            draw.text((x + 40, y + TILE // 2 - 6), "(no image file)", fill="black")
-        lines, line = [], ""
-        for word in text.split():
-            if len(line) + len(word) > 26:
-                lines.append(line)
-                line = ""
-            line = f"{line} {word}".strip()
-        for j, part in enumerate([*lines, line][:4]):
-            draw.text((x + 3, y + TILE + 2 + 14 * j), part, fill="black")
-    return sheet
+def best_worst_grid(
+    picks: list[tuple[str, object]], per_image: dict, cands: dict, images: dict, rank_key: str
+):
+    """The best and worst images (grey where the file is missing), each with its score and caption."""
+    tiles, texts = [], []
+    for tag, i in picks:
+        missing = i not in images
+        tiles.append(Image.new("RGB", (TILE, TILE), "#bbb") if missing else images[i])
+        head = f"{tag} {rank_key} {per_image[i][rank_key]:.2f}" + (" (no image file)" if missing else "")
+        texts.append([head, cands[i]])
+    return T.image_grid(tiles, texts, cols=len(picks) // 2, cell=TILE, lines=4)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    try:
+        out = T.prepare_run_dir(args.output_dir, overwrite=args.overwrite)
+    except T.RunFolderError as err:
+        raise SystemExit(f"error: {err}") from None
     if args.results is not None:
         refs, cands, images = load_files(args.results, args.annotations, args.image_dir)
         source = str(args.results)
@@ -172,26 +164,20 @@ def main(argv: list[str] | None = None) -> None:
         rank_key = "CLIPScore"
         per_image = {i: v for i, v in per_image.items() if rank_key in v}
 
-    print(f"\n{source}: {len(cands)} images\n")
-    print("| metric | score |\n|---|---|")
-    for name, value in summary.items():
-        print(f"| {name} | {value:.3f} |")
-
-    args.out.mkdir(parents=True, exist_ok=True)
+    T.say(f"\n{source}: {len(cands)} images\n")
+    T.say(T.format_table([{"metric": k, "score": v} for k, v in summary.items()], precision=3))
     report = {
         "source": source,
         "summary": summary,
         "per_image": [{"image_id": i, **v} for i, v in per_image.items()],
     }
-    (args.out / "scores.json").write_text(json.dumps(report, indent=1))
+    (out / "scores.json").write_text(json.dumps(report, indent=1))
+    (out / "summary.json").write_text(json.dumps({"source": source, **summary}, indent=1))
     ranked = sorted(per_image, key=lambda i: per_image[i][rank_key], reverse=True)
     show = min(args.show, len(ranked) // 2 or 1)
     picks = [("best", i) for i in ranked[:show]] + [("worst", i) for i in ranked[::-1][:show]]
-    tiles = [
-        (images.get(i), f"{tag} {rank_key} {per_image[i][rank_key]:.2f}: {cands[i]}") for tag, i in picks
-    ]
-    grid(tiles, columns=show).save(args.out / "best_worst.png")
-    print(f"\nwrote {args.out / 'scores.json'} and {args.out / 'best_worst.png'} (ranked by {rank_key})")
+    best_worst_grid(picks, per_image, cands, images, rank_key).save(out / "best_worst.png")
+    T.say(f"\nwrote {out / 'scores.json'} and {out / 'best_worst.png'} (ranked by {rank_key})")
 
 
 if __name__ == "__main__":

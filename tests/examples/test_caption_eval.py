@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from vlblocks.metrics import caption_scores
+from vlblocks.training.grid import LINE_HEIGHT
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "caption_eval.py"
@@ -25,15 +26,31 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_shapes_example_scores_json_and_png(tmp_path):
-    proc = run(["--shapes", "--num-scenes", "9", "--image-size", "48", "--show", "2", "--out", str(tmp_path)])
+    args = [
+        "--shapes",
+        "--num-scenes",
+        "9",
+        "--image-size",
+        "48",
+        "--show",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    proc = run(args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| CIDEr |" in proc.stdout and "ShapesWorld" in proc.stdout
     report = json.loads((tmp_path / "scores.json").read_text())
     assert len(report["per_image"]) == 9 and set(report["summary"]) >= {"Bleu_4", "CIDEr", "ROUGE_L"}
     png = Image.open(tmp_path / "best_worst.png")
-    assert png.size == (2 * 160, 2 * 220)
+    assert png.size == (2 * 160, 2 * (160 + 4 * LINE_HEIGHT + 6))  # 2 best over 2 worst, 4 text lines each
     ranked = [r["CIDEr"] for r in report["per_image"]]
     assert max(ranked) > min(ranked)  # the corrupted candidates score lower than the intact ones
+    again = run(args)  # the folder now holds an evaluation: refused unless --overwrite
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+    (tmp_path / "scores.json").write_text("{}")
+    assert run([*args, "--overwrite"]).returncode == 0
+    assert json.loads((tmp_path / "scores.json").read_text())["summary"] == report["summary"]
 
 
 def test_results_file_matches_the_library(tmp_path):
@@ -60,7 +77,7 @@ def test_results_file_matches_the_library(tmp_path):
             str(tmp_path / "res.json"),
             "--annotations",
             str(tmp_path / "ann.json"),
-            "--out",
+            "--output-dir",
             str(out),
             "--show",
             "1",
@@ -124,7 +141,7 @@ def test_clip_model_flag_adds_clipscore(tmp_path):
             "48",
             "--clip-model",
             str(path),
-            "--out",
+            "--output-dir",
             str(out),
             "--show",
             "2",

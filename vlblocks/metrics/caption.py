@@ -119,6 +119,9 @@ def _prepare(references: References, candidates: Candidates):
     cands = _as_candidate_dict(candidates)
     if not references:
         raise ValueError("references is empty: nothing to score")
+    fast = _fast_prepare(references, cands)
+    if fast is not None:
+        return fast
     for img in references:
         if img not in cands:
             raise ValueError(f"image id {img!r} has references but no candidate caption")
@@ -141,6 +144,21 @@ def _prepare(references: References, candidates: Candidates):
         refs.append(list(captions))
         cand.append(cands[img])
     return ids, refs, cand
+
+
+def _fast_prepare(references: References, cands: dict[Hashable, object]):
+    """``_prepare``'s result when every check passes, found with C-level scans; None sends to the checks one by one."""
+    if cands.keys() != references.keys():
+        return None
+    refs = list(references.values())
+    if not set(map(type, refs)) <= {list, tuple} or min(map(len, refs)) == 0:
+        return None
+    ids = tuple(references)
+    cand = [cands[i] for i in ids]
+    flat = [c for rs in refs for c in rs]
+    if set(map(type, flat)) | set(map(type, cand)) != {str}:
+        return None
+    return ids, [list(rs) for rs in refs], cand
 
 
 def _tokenized(references: References, candidates: Candidates, tokenize: bool):

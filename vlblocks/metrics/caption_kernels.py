@@ -5,8 +5,9 @@ These compute, with numpy over the whole corpus at once, exactly what coco-capti
 BLEU; Vedantam et al. 2015, CIDEr; Lin 2004, ROUGE). They take already tokenised, already validated inputs;
 the public functions with input checks and result objects are in ``vlblocks.metrics.caption``.
 
-Every n-gram of every sentence gets a dense integer id, so counting becomes sorting and ``bincount``: a sentence's
-n-gram counts are the run lengths of the sorted ``sentence * G + gram`` keys (G = number of distinct n-grams).
+Every n-gram of every sentence gets an exact integer code, so counting becomes sorting and ``bincount``: the
+n-gram counts of the sentences are the run lengths of the sorted ``code * S + sentence`` keys, and the rows come out
+sorted by gram then sentence, so every later per-image grouping (key ``gram * I + image``) is already sorted.
 ROUGE-L's longest common subsequence uses the bit-parallel algorithm (Allison & Dix 1986, Hyyrö 2004) on all
 (candidate, reference) pairs at once, one 64-bit word per pair.
 
@@ -31,7 +32,8 @@ _SMALL = 1e-9
 class NgramTable:
     """N-gram counts of S sentences (references first, image by image, then one candidate per image).
 
-    ``sent``, ``gram``, ``count``: one row per (sentence, distinct n-gram) pair, sorted by sentence then gram;
+    ``sent``, ``gram``, ``count``: one row per (sentence, distinct n-gram) pair, sorted by gram then sentence
+    (grams numbered order by order, so also by order);
     ``order[g]`` is the n-gram order (0-based: 0 = unigram) of gram g; ``length[s]`` the number of tokens.
     """
 
@@ -44,6 +46,7 @@ class NgramTable:
 
 
 _SENTINEL = "\x00\x01sentence-break\x01\x00"
+_LIMIT = 2**62  # packed integer keys stay below this, so products never overflow int64
 
 
 def token_ids(sentences: list[str], *, sep: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
@@ -74,47 +77,63 @@ def token_ids(sentences: list[str], *, sep: str | None = None) -> tuple[np.ndarr
 
 
 def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
-    """Count the 1..n-grams of every sentence (whitespace-split) with dense ids shared by all sentences."""
+    """Count the 1..n-grams of every sentence (whitespace-split) with dense ids shared by all sentences.
+
+    Order by order, each k-gram gets an exact integer code (the (k-1)-gram code times the vocabulary size plus
+    the next token); one ``np.sort`` of ``code * S + sentence`` then yields the distinct (gram, sentence) pairs
+    as runs, their counts as run lengths and the dense gram ids as a cumulative sum. No hashing, no collisions.
+    """
     tok, length, vocab_size = token_ids(sentences)  # (T,), (S,)
+    num_sent = max(len(sentences), 1)
     sent_of_tok = np.repeat(np.arange(len(sentences), dtype=np.int64), length)  # (T,)
     remaining = length[sent_of_tok] - (np.arange(tok.size) - np.repeat(np.cumsum(length) - length, length))
-    return _build_dense(tok, length, sent_of_tok, remaining, vocab_size, n)
-
-
-def _count(occ_sent: np.ndarray, gram: np.ndarray, order: np.ndarray, length: np.ndarray) -> NgramTable:
-    """(sentence, gram) rows with their counts from occurrences grouped by sentence."""
-    g = max(order.size, 1)
-    key = np.sort(occ_sent * g + gram, kind="stable")  # nearly sorted already: blocks by sentence
-    if key.size:
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        uniq, count = key[starts], np.diff(np.r_[starts, key.size])
-    else:
-        uniq, count = key, key
-    return NgramTable(uniq // g, uniq % g, count.astype(np.int64), order, length, order.size)
-
-
-def _build_dense(tok, length, sent_of_tok, remaining, vocab_size: int, n: int) -> NgramTable:
-    """Dense k-gram ids order by order: the (k-1)-gram id and the next token, re-densified with one sort."""
-    codes, size = tok.copy(), vocab_size
-    sents, grams, orders, offset = [], [], [], 0
+    base = max(vocab_size, 1)
+    codes, size, uniq = tok.copy(), base, None
+    sents, grams, counts, orders, offset = [], [], [], [], 0
     for k in range(1, n + 1):
         if k > 1:
-            nxt = np.full(tok.size, -1, dtype=np.int64)
-            m = max(tok.size - k + 1, 0)
-            nxt[:m] = tok[k - 1 : k - 1 + m]
-            _, codes = np.unique(
-                codes * (vocab_size + 1) + nxt, return_inverse=True
-            )  # unused ids are harmless
-            codes = codes.reshape(-1).astype(np.int64)
-            size = int(codes.max(initial=-1)) + 1
+            if size * base * num_sent >= _LIMIT and uniq.size:  # re-densify the (k-1)-gram codes
+                codes = np.searchsorted(uniq, np.where(remaining >= k - 1, codes, uniq[0]))
+                size = uniq.size
+            nxt = np.zeros(tok.size, dtype=np.int64)
+            nxt[: max(tok.size - k + 1, 0)] = tok[k - 1 :]
+            codes, size = codes * base + nxt, size * base  # exact: codes < size
         valid = remaining >= k
-        sents.append(sent_of_tok[valid])
-        grams.append(codes[valid] + offset)
-        orders.append(np.full(size, k - 1, dtype=np.int64))
-        offset += size
-    occ_sent, gram = np.concatenate(sents), np.concatenate(grams)
-    by_sent = np.argsort(occ_sent, kind="stable")
-    return _count(occ_sent[by_sent], gram[by_sent], np.concatenate(orders), length)
+        code, sent, count = _pair_runs(codes[valid], sent_of_tok[valid], size, num_sent)
+        new = np.r_[True, code[1:] != code[:-1]] if code.size else np.zeros(0, dtype=bool)
+        uniq = code[new]
+        sents.append(sent)
+        grams.append(np.cumsum(new) - 1 + offset)
+        counts.append(count)
+        orders.append(np.full(uniq.size, k - 1, dtype=np.int64))
+        offset += uniq.size
+    order = np.concatenate(orders)
+    return NgramTable(
+        np.concatenate(sents), np.concatenate(grams), np.concatenate(counts), order, length, order.size
+    )
+
+
+def _pair_runs(code: np.ndarray, sent: np.ndarray, size: int, num_sent: int):
+    """Distinct (code, sentence) pairs sorted by code then sentence, with their counts."""
+    if code.size == 0:
+        return code, sent, code
+    if size * num_sent < _LIMIT:
+        key = np.sort(code * num_sent + sent)
+        starts = _run_starts(key[1:] != key[:-1])
+        return key[starts] // num_sent, key[starts] % num_sent, np.diff(starts, append=key.size)
+    by = np.lexsort((sent, code))  # codes too large to pack with the sentence: a slower two-key sort
+    code, sent = code[by], sent[by]
+    starts = _run_starts((code[1:] != code[:-1]) | (sent[1:] != sent[:-1]))
+    return code[starts], sent[starts], np.diff(starts, append=code.size)
+
+
+def _run_starts(changed: np.ndarray) -> np.ndarray:
+    """Start indices of the runs of a sorted array, from ``changed`` = (a[1:] != a[:-1])."""
+    starts = np.empty(changed.size + 1, dtype=np.int64)
+    starts[0] = 0
+    nz = np.flatnonzero(changed)
+    starts[1 : nz.size + 1] = nz + 1
+    return starts[: nz.size + 1]
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -125,10 +144,10 @@ def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarr
     return np.where(keys[pos] == query, values[pos], 0)
 
 
-def _split_rows(table: NgramTable, image_of_sent: np.ndarray, num_refs: int):
-    """Row masks and (image * G + gram) keys for the reference rows and the candidate rows."""
+def _split_rows(table: NgramTable, image_of_sent: np.ndarray, num_refs: int, num_images: int):
+    """Row mask of the references and (gram * I + image) keys, sorted within the reference and candidate rows."""
     is_ref = table.sent < num_refs
-    key = image_of_sent[table.sent] * max(table.num_grams, 1) + table.gram
+    key = table.gram * max(num_images, 1) + image_of_sent[table.sent]
     return is_ref, key
 
 
@@ -141,7 +160,7 @@ def bleu_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n:
     """
     num_refs = image_of_ref.size
     image_of_sent = np.concatenate([image_of_ref, np.arange(num_images)])  # (S,)
-    is_ref, key = _split_rows(table, image_of_sent, num_refs)
+    is_ref, key = _split_rows(table, image_of_sent, num_refs, num_images)
     max_key, max_count = _ref_max(key[is_ref], table.count[is_ref])
     cand_rows = ~is_ref
     clipped = np.minimum(table.count[cand_rows], _lookup(max_key, max_count, key[cand_rows]))
@@ -172,9 +191,7 @@ def bleu_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n:
 
 
 def _ref_max(ref_key: np.ndarray, ref_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (image * G + gram) keys of the reference rows (sorted) and the maximum count over references."""
-    order = np.argsort(ref_key, kind="stable")
-    ref_key, ref_count = ref_key[order], ref_count[order]
+    """Distinct (gram * I + image) keys of the reference rows (given sorted) and the maximum count over them."""
     if ref_key.size == 0:
         return ref_key, ref_count
     starts = np.flatnonzero(np.r_[True, ref_key[1:] != ref_key[:-1]])
@@ -198,16 +215,16 @@ def cider_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n
     """
     num_refs = image_of_ref.size
     image_of_sent = np.concatenate([image_of_ref, np.arange(num_images)])  # (S,)
-    is_ref, key = _split_rows(table, image_of_sent, num_refs)
+    is_ref, key = _split_rows(table, image_of_sent, num_refs, num_images)
     ref_pairs, _ = _ref_max(key[is_ref], table.count[is_ref])  # distinct (image, gram) among references
-    df = np.bincount(ref_pairs % max(table.num_grams, 1), minlength=table.num_grams)
+    df = np.bincount(ref_pairs // max(num_images, 1), minlength=table.num_grams)
     weight = np.log(float(num_images)) - np.log(np.maximum(1.0, df))
     value = table.count * weight[table.gram]  # tf-idf of each (sentence, gram) row
     order = table.order[table.gram]
     norm = np.sqrt(np.bincount(table.sent * n + order, weights=value**2, minlength=len(table.length) * n))
     norm = norm.reshape(-1, n)  # (S, n)
     cand_rows = ~is_ref
-    cand_key = key[cand_rows]  # sorted: candidate sentences are in image order, grams sorted within
+    cand_key = key[cand_rows]  # sorted and unique: one candidate per image
     hyp = _lookup(cand_key, value[cand_rows], key[is_ref])
     ref_value = value[is_ref]
     dot = np.bincount(
