@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _timing import timed  # benchmarks/_timing.py (run as python benchmarks/<script>.py)
 
 from vlblocks.losses import contrastive_loss
 from vlblocks.metrics import retrieval_recall
@@ -43,20 +44,6 @@ def _open_clip_loss():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.ClipLoss()
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds for one call of fn."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def bench_loss(
@@ -92,10 +79,10 @@ def bench_loss(
     for _ in range(reps):
         for leaf in leaves:
             leaf.grad = None
-        t_ours.append(_timed(ours, device))
+        t_ours.append(timed(ours, device))
         for leaf in leaves:
             leaf.grad = None
-        t_ref.append(_timed(ref, device))
+        t_ref.append(timed(ref, device))
     return statistics.median(t_ours) * 1e3, statistics.median(t_ref) * 1e3, diff
 
 

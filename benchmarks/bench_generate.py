@@ -20,9 +20,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
+from _timing import timed  # benchmarks/_timing.py (run as python benchmarks/<script>.py)
 
 from vlblocks.decoders import GPT2Decoder
 
@@ -38,22 +38,9 @@ def _bandwidth(device: torch.device) -> float:
     dst.copy_(src)
     times = []
     for _ in range(5):
-        t = _timed(lambda: dst.copy_(src), device)
+        t = timed(lambda: dst.copy_(src), device)
         times.append(t)
     return 2 * src.numel() * 4 / min(times)
-
-
-def _timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def _models(size: str, device: torch.device):
@@ -68,31 +55,42 @@ def _models(size: str, device: torch.device):
     return hf.to(device), ours.to(device)
 
 
-def _measure(hf, ours, image, bos, kw: dict, args, device: torch.device, *, check: bool) -> dict[str, list[float]]:
+def _measure(
+    hf, ours, image, bos, kw: dict, args, device: torch.device, *, check: bool
+) -> dict[str, list[float]]:
     """Seconds per `generate` call of each implementation, alternating rep by rep."""
     import transformers
 
     gen = torch.Generator(device=device).manual_seed(0)
     hf_cfg = transformers.GenerationConfig(
-        max_new_tokens=args.new_tokens, do_sample=bool(kw), top_p=kw.get("top_p", 1.0), top_k=0,
-        eos_token_id=None, pad_token_id=0,
+        max_new_tokens=args.new_tokens,
+        do_sample=bool(kw),
+        top_p=kw.get("top_p", 1.0),
+        top_k=0,
+        eos_token_id=None,
+        pad_token_id=0,
     )
 
     def run_hf():
         with torch.no_grad():
-            return hf.generate(bos, attention_mask=torch.ones_like(bos), encoder_hidden_states=image,
-                               generation_config=hf_cfg)
+            return hf.generate(
+                bos,
+                attention_mask=torch.ones_like(bos),
+                encoder_hidden_states=image,
+                generation_config=hf_cfg,
+            )
 
     def run_ours():
-        return ours.generate(image, bos, max_new_tokens=args.new_tokens, generator=gen,
-                             compile_step=args.compile, **kw).sequences
+        return ours.generate(
+            image, bos, max_new_tokens=args.new_tokens, generator=gen, compile_step=args.compile, **kw
+        ).sequences
 
     if check and not torch.equal(run_ours(), run_hf()):
         raise RuntimeError(f"batch {bos.shape[0]}: greedy tokens differ from HF")
     times: dict[str, list[float]] = {"vlblocks": [], "HF": []}
     for rep in range(args.warmup + args.reps):
         for label, fn in (("vlblocks", run_ours), ("HF", run_hf)):
-            t = _timed(fn, device)
+            t = timed(fn, device)
             if rep >= args.warmup:
                 times[label].append(t)
     return times
@@ -124,17 +122,25 @@ def main() -> None:
                 tps = {k: batch * args.new_tokens / statistics.median(v) for k, v in times.items()}
                 floor = batch * bandwidth / weight_bytes
                 rows.append((size, batch, mode, tps["vlblocks"], tps["HF"], floor))
-                print(f"{size} B={batch} {mode}: vlblocks {tps['vlblocks']:.1f} tok/s, HF {tps['HF']:.1f} tok/s",
-                      flush=True)
+                print(
+                    f"{size} B={batch} {mode}: vlblocks {tps['vlblocks']:.1f} tok/s, HF {tps['HF']:.1f} tok/s",
+                    flush=True,
+                )
 
-    where = device.type + (f", {args.threads} thread(s)" if device.type == "cpu" else f", {torch.cuda.get_device_name()}")
-    print(f"\ngenerate, {args.new_tokens} new tokens, cross-attention over 197 image tokens ({where}; median of "
-          f"{args.reps} reps; copy bandwidth {bandwidth / 1e9:.1f} GB/s{'; compiled step' if args.compile else ''})\n")
+    where = device.type + (
+        f", {args.threads} thread(s)" if device.type == "cpu" else f", {torch.cuda.get_device_name()}"
+    )
+    print(
+        f"\ngenerate, {args.new_tokens} new tokens, cross-attention over 197 image tokens ({where}; median of "
+        f"{args.reps} reps; copy bandwidth {bandwidth / 1e9:.1f} GB/s{'; compiled step' if args.compile else ''})\n"
+    )
     print("| size | batch | decoding | vlblocks tok/s | HF tok/s | vs HF | floor tok/s | floor / vlblocks |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for size, batch, mode, ours_tps, hf_tps, floor in rows:
-        print(f"| {size} | {batch} | {mode} | {ours_tps:.1f} | {hf_tps:.1f} | {ours_tps / hf_tps:.2f}x | "
-              f"{floor:.1f} | {floor / ours_tps:.2f} |")
+        print(
+            f"| {size} | {batch} | {mode} | {ours_tps:.1f} | {hf_tps:.1f} | {ours_tps / hf_tps:.2f}x | "
+            f"{floor:.1f} | {floor / ours_tps:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -22,29 +22,14 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from _timing import timed  # benchmarks/_timing.py (run as python benchmarks/<script>.py)
 
 from vlblocks.hooks import record_attention
 
 __all__ = ["main"]
-
-
-def _timed(fn: Callable[[], object], device: torch.device, clock: str = "wall") -> float:
-    """Seconds for one call: CUDA events on a GPU; wall clock or this process's CPU time on CPU."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    t0 = now()
-    fn()
-    return now() - t0
 
 
 def _recording(
@@ -122,11 +107,11 @@ def main() -> None:
             raise RuntimeError(f"recorded maps disagree with the eager reference: max |diff| = {diff:.3g}")
         for _ in range(args.warmup):
             for fn in configs.values():
-                _timed(fn, device, args.clock)
+                timed(fn, device, args.clock)
         times: dict[str, list[float]] = {name: [] for name in configs}
         for _ in range(args.reps):
             for name, fn in configs.items():
-                times[name].append(_timed(fn, device, args.clock))
+                times[name].append(timed(fn, device, args.clock))
     median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     base_timm, base_hf = (
         median["timm ViT-B/16 fused, not recording"],

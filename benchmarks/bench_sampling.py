@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from _timing import timed  # benchmarks/_timing.py (run as python benchmarks/<script>.py)
 
 from vlblocks.generation.sampling import filter_probs, sample_next_token
 
@@ -47,19 +47,6 @@ def _hf_chain(temperature: float, top_k: int, top_p: float):
     return warp, sample
 
 
-def _time(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def _check_same_set(logits: torch.Tensor, warp, kw: dict) -> int:
     probs, index = filter_probs(logits, **kw)
     keep = torch.zeros_like(logits, dtype=torch.bool)
@@ -71,7 +58,9 @@ def _check_same_set(logits: torch.Tensor, warp, kw: dict) -> int:
     per_row = (keep != hf_keep).sum(dim=-1)
     # HF's float32 cumsum over 50k sorted probabilities rounds at the nucleus edge; allow one edge token per row
     if per_row.max().item() > 1:
-        raise RuntimeError(f"vlblocks and HF keep different token sets ({per_row.sum().item()} tokens differ)")
+        raise RuntimeError(
+            f"vlblocks and HF keep different token sets ({per_row.sum().item()} tokens differ)"
+        )
     return int(per_row.sum().item())
 
 
@@ -89,28 +78,34 @@ def main() -> None:
     gen = torch.Generator(device=device).manual_seed(0)
     logits = torch.randn(args.batch, args.vocab, device=device, generator=gen) * 2.5  # peaked like an LM's
 
-    settings = [("temperature 0.7 + top-k 50 + top-p 0.9", dict(temperature=0.7, top_k=50, top_p=0.9)),
-                ("top-p 0.9", dict(top_p=0.9))]
+    settings = [
+        ("temperature 0.7 + top-k 50 + top-p 0.9", dict(temperature=0.7, top_k=50, top_p=0.9)),
+        ("top-p 0.9", dict(top_p=0.9)),
+    ]
     rows = []
     for name, kw in settings:
         warp, hf_sample = _hf_chain(kw.get("temperature", 1.0), kw.get("top_k", 0), kw.get("top_p", 1.0))
         edge = _check_same_set(logits, warp, kw)
         print(f"{name}: kept sets equal HF's up to {edge} nucleus-edge token(s) over {args.batch} rows")
-        runs = {"vlblocks": lambda kw=kw: sample_next_token(logits, generator=gen, **kw),
-                "HF warpers + multinomial": lambda s=hf_sample: s(logits, gen)}
+        runs = {
+            "vlblocks": lambda kw=kw: sample_next_token(logits, generator=gen, **kw),
+            "HF warpers + multinomial": lambda s=hf_sample: s(logits, gen),
+        }
         if "top_k" not in kw:
             runs["full sort only"] = lambda: logits.sort(dim=-1, descending=True)
         times: dict[str, list[float]] = {k: [] for k in runs}
         for rep in range(args.warmup + args.reps):
             for label, fn in runs.items():
-                t = _time(fn, device)
+                t = timed(fn, device)
                 if rep >= args.warmup:
                     times[label].append(t)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         for label in runs:
             rows.append((name, label, med[label], med["HF warpers + multinomial"] / med[label]))
 
-    where = device.type + (f", {args.threads} thread(s)" if device.type == "cpu" else f", {torch.cuda.get_device_name()}")
+    where = device.type + (
+        f", {args.threads} thread(s)" if device.type == "cpu" else f", {torch.cuda.get_device_name()}"
+    )
     print(f"\nsampling step, batch {args.batch} x vocab {args.vocab} ({where}; median of {args.reps} reps)\n")
     print("| setting | implementation | ms / step | speed-up vs HF |")
     print("|---|---|---:|---:|")

@@ -17,28 +17,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from _timing import timed  # benchmarks/_timing.py (run as python benchmarks/<script>.py)
 
 from vlblocks.metrics import SegmentationMetrics
 
 __all__ = ["main"]
-
-
-def _time(fn: Callable[[], None], device: torch.device) -> float:
-    """Seconds for one call."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def _check_agreement(pred: torch.Tensor, target: torch.Tensor, classes: int, device: torch.device) -> float:
@@ -95,7 +80,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in runs}
     for rep in range(args.warmup + args.reps):
         for name, fn in runs.items():
-            seconds = _time(fn, device)
+            seconds = timed(fn, device)
             if rep >= args.warmup:
                 times[name].append(seconds)
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
