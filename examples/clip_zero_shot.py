@@ -154,6 +154,7 @@ def confusion_png(matrix: torch.Tensor, names: list[str], cell: int = 72):
     margin = 8 * max(len(n) for n in names) + 16
     image = Image.new("RGB", (margin + c * cell + 8, margin + c * cell + 8), "white")
     draw = ImageDraw.Draw(image)
+    draw.text((4, margin - 16), "true \\ predicted", fill="gray")
     shares = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)  # (C, C) row-normalised
     for i in range(c):
         draw.text((4, margin + i * cell + cell // 2 - 5), names[i], fill="black")  # true class, left
