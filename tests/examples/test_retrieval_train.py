@@ -134,3 +134,13 @@ def test_hf_clip_evaluate_then_fine_tune(tmp_path: Path, tiny_clip_folder: Path)
 def test_bad_flags_exit_with_a_usage_message(bad: list[str], flag: str, tmp_path: Path) -> None:
     proc = run([*bad, "--output-dir", str(tmp_path / "none")])
     assert proc.returncode == 2 and flag in proc.stderr, proc.stderr[-1500:]
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [*launcher, str(SCRIPT), *TINY, "--batch-size", "8", "--epochs", "1", "--output-dir", str(out)]
+    proc = ok(subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300))
+    assert len(rows(out)) == 1 and rows(out)[0]["step"] == 4  # 64 pairs / (8 x 2 ranks) steps, logged once
+    assert proc.stdout.count("model:") == 1 and "x 2 pairs" in proc.stdout  # only rank 0 prints
