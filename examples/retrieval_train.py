@@ -75,8 +75,12 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--heads", type=T.positive_int, default=2)
     g.add_argument("--patch-size", type=T.positive_int, default=8, help="tiny image towers: pixels per token")
     g.add_argument("--embed-dim", type=T.positive_int, default=64, help="shared embedding width")
+    g.add_argument("--pool", choices=["grid", "cls"], default="grid", help="image summary: cell grid or mean")
     g.add_argument(
-        "--pool", choices=["grid", "cls"], default="grid", help="image summary: whole grid or mean"
+        "--pool-cells",
+        type=T.positive_int,
+        default=8,
+        help="--pool grid: c x c cells (8: every token of a 64 px image)",
     )
     g.add_argument("--loss", choices=["clip", "siglip"], default="clip")
     g.add_argument(

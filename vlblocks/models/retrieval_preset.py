@@ -3,9 +3,10 @@
 ``RetrievalPreset`` lists what the retrieval recipe's flags choose (towers, widths, pooling, temperature, loss);
 ``build_dual_encoder`` turns it into a `DualEncoder` (CLIP, Radford et al. 2021; SigLIP, Zhai et al. 2023). Tiny
 random-init towers train offline; ``clip`` names an HF `CLIPModel` (hub id or folder) whose towers, projections and
-scale are loaded instead. ``pool="grid"`` summarises the image tokens by a linear map of the whole flattened token
-grid (`GridPool`) rather than their mean: a mean over positions forgets *where* things are, which captions such as
-"a red circle at the top left" need.
+scale are loaded instead. ``pool="grid"`` summarises the image tokens by a linear map of their averages over a
+``pool_cells x pool_cells`` grid (`GridPool`; the default 8 keeps every token of a 64 px tiny CNN, 3 pools to the
+3 x 3 positions ShapesWorld's captions name) rather than their mean: a mean over positions forgets *where* things are, which captions such as "a red circle at the top left"
+need, while the averaging shares the weights within a cell.
 
 Shapes: B batch, N tokens (P prefix tokens, then a g x g grid), D tower width, E embedding width.
 """
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -47,12 +49,22 @@ class RetrievalPreset:
     max_length: int = 64
     embed_dim: int = 64
     pool: str = "grid"
+    pool_cells: int = 8
     loss: str = "clip"
     temperature: float = 0.07
     learnable_temperature: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch_size", "dim", "text_depth", "heads", "max_length", "embed_dim"):
+        for name in (
+            "image_size",
+            "patch_size",
+            "dim",
+            "text_depth",
+            "heads",
+            "max_length",
+            "embed_dim",
+            "pool_cells",
+        ):
             check_positive_int(name, getattr(self, name))
         check_nonneg_int("image_dim", self.image_dim)
         check_choice("pool", self.pool, ("grid", "cls"))
@@ -70,24 +82,31 @@ class RetrievalPreset:
 
 
 class GridPool(nn.Module):
-    """An image tower whose summary token is a linear map of its whole flattened token grid (keeps positions).
+    """An image tower whose summary token keeps positions: a linear map of the token grid averaged over c x c cells.
 
     Args:
-        encoder: an `ImageEncoder` (``dim``, ``num_prefix_tokens``, ``image_config``) with a fixed token grid of
-            `num_tokens` tokens after its prefix tokens.
+        encoder: an `ImageEncoder` (``dim``, ``num_prefix_tokens``, ``image_config``) with a fixed square token grid
+            of `num_tokens` = g * g tokens after its prefix tokens.
         num_tokens: the grid's token count N - P.
+        cells: c, the pooled grid's side (c <= g).
 
-    forward(pixel_values (B, 3, H, W)) -> EncoderOutput whose ``cls`` (B, D) is ``Linear(N_grid * D -> D)`` of the
-    grid tokens, and whose tokens are the encoder's with that summary in slot 0.
+    forward(pixel_values (B, 3, H, W)) -> EncoderOutput whose ``cls`` (B, D) is ``Linear(c * c * D -> D)`` of the
+    cell averages, and whose tokens are the encoder's grid tokens with that summary in slot 0.
     """
 
-    def __init__(self, encoder: nn.Module, *, num_tokens: int) -> None:
+    def __init__(self, encoder: nn.Module, *, num_tokens: int, cells: int = 3) -> None:
         super().__init__()
         self.encoder = encoder
         self.dim = int(encoder.dim)
         self.num_tokens = check_positive_int("num_tokens", num_tokens)
+        self.side = int(round(num_tokens**0.5))
+        if self.side**2 != num_tokens:
+            raise ValueError(f"num_tokens must be a square (a g x g grid), got {num_tokens}")
+        self.cells = check_positive_int("cells", cells)
+        if cells > self.side:
+            raise ValueError(f"cells must be at most the grid side {self.side}, got {cells}")
         self.image_config = encoder.image_config
-        self.pool = nn.Linear(self.num_tokens * self.dim, self.dim)
+        self.pool = nn.Linear(cells * cells * self.dim, self.dim)
 
     def forward(self, pixel_values: torch.Tensor) -> EncoderOutput:
         out = self.encoder(pixel_values)
@@ -97,7 +116,9 @@ class GridPool(nn.Module):
                 f"pixel_values must give {self.num_tokens} grid tokens (image side "
                 f"{self.image_config.size}), got {grid.shape[1]} from shape {tuple(pixel_values.shape)}"
             )
-        summary = self.pool(rearrange(grid, "b n d -> b (n d)"))  # (B, N_grid * D) -> (B, D)
+        maps = rearrange(grid, "b (h w) d -> b d h w", h=self.side)  # (B, D, g, g)
+        cells = F.adaptive_avg_pool2d(maps, self.cells)  # (B, D, c, c)
+        summary = self.pool(rearrange(cells, "b d h w -> b (h w d)"))  # (B, c * c * D) -> (B, D)
         tokens = torch.cat([summary[:, None], grid], dim=1)  # (B, 1 + N_grid, D)
         return EncoderOutput(tokens=tokens, mask=None, cls=summary)
 
@@ -135,7 +156,11 @@ def build_dual_encoder(preset: RetrievalPreset, *, tokenizer: Any = None) -> nn.
     else:
         image = ImageEncoder.from_pretrained(p.image_encoder, image_size=p.image_size)
     if p.pool == "grid":
-        image = GridPool(image, num_tokens=(p.image_size // p.patch_size) ** 2)
+        image = GridPool(
+            image,
+            num_tokens=(p.image_size // p.patch_size) ** 2,
+            cells=min(p.pool_cells, p.image_size // p.patch_size),
+        )
     if p.text_encoder.startswith("tiny-"):
         if tokenizer is None:
             raise ValueError(f"tokenizer is required for text_encoder={p.text_encoder!r}, got None")
