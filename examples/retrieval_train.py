@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None):
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=["shapes", "coco"], default="shapes")
     g.add_argument("--data-root", type=Path, default=None, help="COCO folder (with --data coco)")
-    g.add_argument("--num-scenes", type=T.positive_int, default=4000, help="ShapesWorld train scenes")
+    g.add_argument("--num-scenes", type=T.positive_int, default=8000, help="ShapesWorld train scenes")
     g.add_argument("--val-scenes", type=T.positive_int, default=1000, help="ShapesWorld validation scenes")
     g.add_argument(
         "--captions", choices=["full", "all"], default="full", help="train on the full caption or all"
@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None):
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr-decay", choices=["cosine", "linear", "none"], default="cosine")
     g.add_argument("--eval-batch-size", type=T.positive_int, default=250)
-    T.add_run_args(p, task="retrieval", epochs=8, batch_size=128, lr=2e-3, weight_decay=0.05)
+    T.add_run_args(p, task="retrieval", epochs=10, batch_size=64, lr=2e-3, weight_decay=0.05)
     args = p.parse_args(argv)
     if args.data == "coco" and args.data_root is None:
         p.error("--data coco needs --data-root")
