@@ -94,8 +94,11 @@ def parse_args(argv: list[str] | None = None):
     args = p.parse_args(argv)
     if args.data == "coco" and args.data_root is None:
         p.error("--data coco needs --data-root")
-    if args.resume or (args.eval_only and not args.init):  # a run folder describes itself: its own flags win
+    saved = args.eval_only and not args.init
+    if args.resume or saved:  # a run folder describes itself: its own flags win
         args = T.restore_run_args(args, keep=CONTROL, error=p.error)
+    if saved:  # evaluate the run in --output-dir itself, not the model it was initialised from
+        args.init = None
     return args
 
 
