@@ -5,6 +5,7 @@ from __future__ import annotations
 from vlblocks.models.captioner import Captioner
 from vlblocks.models.dual_encoder import DualEncoder, DualEncoderOutput
 from vlblocks.models.presets import VQAPreset, apply_vqa_lora, build_vqa_model
+from vlblocks.models.retrieval_preset import GridPool, RetrievalPreset, build_dual_encoder
 from vlblocks.models.run import LoadedRun, load_run
 from vlblocks.models.segmentation import PatchFeatures, SegmentationModel, last_layer_tokens, patch_grid
 from vlblocks.models.vqa import VQAModel
@@ -14,14 +15,17 @@ __all__ = [
     "Captioner",
     "DualEncoder",
     "DualEncoderOutput",
+    "GridPool",
     "LoadedRun",
     "PatchFeatures",
+    "RetrievalPreset",
     "SegmentationModel",
     "VQAModel",
     "VQAPreset",
     "ZeroShotClassifier",
     "ZeroShotResult",
     "apply_vqa_lora",
+    "build_dual_encoder",
     "build_vqa_model",
     "last_layer_tokens",
     "load_run",

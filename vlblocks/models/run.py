@@ -7,6 +7,7 @@ trained weights: no flag of the training command has to be repeated.
 
     run = load_run("runs/vqa")
     logits = run.model(pixel_values, input_ids, attention_mask)      # run.vocab.decode(logits.argmax(-1))
+    run = load_run("runs/retrieval")   # a DualEncoder: run.model.encode_image / encode_text, run.tokenizer
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def load_run(folder: str | os.PathLike, *, map_location: str = "cpu") -> LoadedR
 
     folder = Path(folder)
     config = load_run_config(folder)
-    loaders = {"vqa": _load_vqa}
+    loaders = {"vqa": _load_vqa, "retrieval": _load_retrieval}
     if config["task"] not in loaders:
         raise ValueError(f"task of {folder} must be one of {sorted(loaders)}, got {config['task']!r}")
     run = loaders[config["task"]](folder, config, map_location)
@@ -90,3 +91,20 @@ def _load_vqa(folder: Path, config: dict[str, Any], map_location: str) -> Loaded
         "image_config": model.image_encoder.image_config,
     }
     return LoadedRun("vqa", model, config, folder, extras)
+
+
+def _load_retrieval(folder: Path, config: dict[str, Any], map_location: str) -> LoadedRun:
+    from vlblocks.models.retrieval_preset import RetrievalPreset, build_dual_encoder
+    from vlblocks.training.checkpoint import load_checkpoint
+
+    preset = RetrievalPreset.from_dict(config["model"])
+    tokenizer = None
+    if (folder / "tokenizer").is_dir() and not preset.clip:
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder / "tokenizer"))
+    model = build_dual_encoder(preset, tokenizer=tokenizer)
+    load_checkpoint(folder / "checkpoint", model=model, map_location=map_location, restore_rng=False)
+    image_config = model.image_encoder.image_config
+    extras = {"tokenizer": model.tokenizer, "image_config": image_config, "preset": preset}
+    return LoadedRun("retrieval", model, config, folder, extras)

@@ -1,0 +1,415 @@
+"""Image-text retrieval: a dual encoder (image tower + text tower) trained with CLIP's contrastive loss; Recall@K.
+
+The recipe of the course report, runnable offline: by default it generates ShapesWorld image-caption pairs (the
+full caption of every scene names each object with its size, colour, shape and position), trains a tiny CNN image
+tower and a tiny BERT text tower from scratch with CLIP's symmetric InfoNCE loss, and reports Recall@1/5/10 both
+ways on 1,000 validation scenes each epoch, every scene queried with its full caption. The report's three modes are
+flags: evaluate a checkpoint (--eval-only), train from scratch (the default), fine-tune (--init).
+
+Commands:
+    python examples/retrieval_train.py                         # ShapesWorld, tiny towers, CLIP loss
+    python examples/retrieval_train.py --eval-only             # re-evaluate runs/retrieval, rewrite its report
+    python examples/retrieval_train.py --resume                # continue runs/retrieval from its checkpoint
+    python examples/retrieval_train.py --loss siglip --temperature 0.1 --output-dir runs/retrieval-siglip
+    python examples/retrieval_train.py --temperature 0.05 --no-learnable-temperature --output-dir runs/ret-t05
+    python examples/retrieval_train.py --init runs/retrieval --lr 3e-4 --epochs 2 --output-dir runs/ret-ft
+    python examples/retrieval_train.py --eval-only --init openai/clip-vit-base-patch32 --output-dir runs/clip-eval
+    python examples/retrieval_train.py --init openai/clip-vit-base-patch32 --lr 1e-5 --batch-size 64 \\
+        --data coco --data-root ~/data/coco --epochs 2 --output-dir runs/clip-ft     # fine-tune on COCO
+    torchrun --nproc_per_node=2 examples/retrieval_train.py --batch-size 64 --output-dir runs/retrieval-ddp
+
+COCO layout under --data-root: annotations/captions_{train,val}2014.json and the image folders train2014/ and
+val2014/ (ShapesWorld.export() writes the same layout). Under torchrun the loss scores each rank's pairs against
+every rank's, so 2 processes of --batch-size 64 train like one of 128. Writes --output-dir (runs/retrieval):
+run_config.json, metrics.jsonl, checkpoint/ (safetensors + JSON, atomic), tokenizer/, summary.json and
+retrievals.png (text queries and their top-5 images). A folder that holds a run is never overwritten: pass --resume
+or --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from vlblocks import training as T
+from vlblocks.data import CocoCaptions, ShapesWorld, build_word_tokenizer
+from vlblocks.data.collate import stack_images
+from vlblocks.losses import contrastive_loss, siglip_loss
+from vlblocks.metrics import retrieval_recall
+from vlblocks.models import RetrievalPreset, build_dual_encoder, load_run
+
+CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "stop_after", "threads", "device", "save_every")
+METRICS = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10")
+
+
+def parse_args(argv: list[str] | None = None):
+    p = T.make_parser(__doc__)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", choices=["shapes", "coco"], default="shapes")
+    g.add_argument("--data-root", type=Path, default=None, help="COCO folder (with --data coco)")
+    g.add_argument("--num-scenes", type=T.positive_int, default=8000, help="ShapesWorld train scenes")
+    g.add_argument("--val-scenes", type=T.positive_int, default=1000, help="ShapesWorld validation scenes")
+    g.add_argument(
+        "--captions", choices=["full", "all"], default="full", help="train on the full caption or all"
+    )
+    g.add_argument("--image-size", type=T.positive_int, default=64)
+    g.add_argument("--max-length", type=T.positive_int, default=64, help="caption tokens")
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--init", default=None, help="fine-tune (or --eval-only) a run folder or an HF CLIP name / path"
+    )
+    g.add_argument(
+        "--image-encoder", default="tiny-cnn", help="tiny-cnn | tiny-vit | a timm / HF name or path"
+    )
+    g.add_argument(
+        "--text-encoder", default="tiny-bert", help="tiny-bert | tiny-roberta | an HF name or path"
+    )
+    g.add_argument("--dim", type=T.positive_int, default=64, help="tiny tower width")
+    g.add_argument("--text-depth", type=T.positive_int, default=2, help="tiny text encoder layers")
+    g.add_argument("--heads", type=T.positive_int, default=2)
+    g.add_argument("--patch-size", type=T.positive_int, default=8, help="tiny image towers: pixels per token")
+    g.add_argument("--embed-dim", type=T.positive_int, default=64, help="shared embedding width")
+    g.add_argument("--pool", choices=["grid", "cls"], default="grid", help="image summary: cell grid or mean")
+    g.add_argument(
+        "--pool-cells",
+        type=T.positive_int,
+        default=8,
+        help="--pool grid: c x c cells (8: every token of a 64 px image)",
+    )
+    g.add_argument("--loss", choices=["clip", "siglip"], default="clip")
+    g.add_argument(
+        "--temperature", type=T.positive_float, default=0.07, help="initial (or fixed) temperature"
+    )
+    g.add_argument("--learnable-temperature", action=argparse.BooleanOptionalAction, default=True)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr-decay", choices=["cosine", "linear", "none"], default="cosine")
+    g.add_argument("--eval-batch-size", type=T.positive_int, default=250)
+    T.add_run_args(p, task="retrieval", epochs=10, batch_size=64, lr=2e-3, weight_decay=0.05)
+    args = p.parse_args(argv)
+    if args.data == "coco" and args.data_root is None:
+        p.error("--data coco needs --data-root")
+    saved = args.eval_only and not args.init
+    if args.resume or saved:  # a run folder describes itself: its own flags win
+        args = T.restore_run_args(args, keep=CONTROL, error=p.error)
+    if saved:  # evaluate the run in --output-dir itself, not the model it was initialised from
+        args.init = None
+    return args
+
+
+# ----------------------------------------------------------------------------- data and model
+
+
+def build_data(args):
+    """(train, val) datasets of items ``{"image", "captions"}``, and the validation queries: texts and the image
+    index of each text (ShapesWorld: one full caption per scene; COCO: every caption)."""
+    if args.data == "shapes":
+        train = ShapesWorld("train", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed)
+        val = ShapesWorld("val", num_scenes=args.val_scenes, image_size=args.image_size, seed=args.seed)
+        train, val = train.retrieval(), val.retrieval()
+        texts = val.texts()
+        return train, val, texts, list(range(len(texts)))
+    root = args.data_root
+    try:
+        train = CocoCaptions(root / "annotations" / "captions_train2014.json", root / "train2014")
+        val = CocoCaptions(root / "annotations" / "captions_val2014.json", root / "val2014")
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"--data-root {root}: {err}") from None
+    refs = val.references()
+    texts = [c for i in val.image_ids for c in refs[i]]
+    return train, val, texts, [k for k, i in enumerate(val.image_ids) for _ in refs[i]]
+
+
+def build_model(args, train, say):
+    """(model, preset): a run folder's model (--init RUN), an HF CLIP (--init NAME), or fresh tiny towers."""
+    if args.init and (Path(args.init) / "run_config.json").is_file():
+        run = load_run(args.init)
+        say(f"initialised from the run {args.init}")
+        return run.model.train(), run.preset
+    preset = RetrievalPreset.from_dict({**vars(args), "clip": args.init or ""})
+    tokenizer = None
+    if not args.init and preset.text_encoder.startswith("tiny-"):
+        texts = [c for item in _records(train) for c in item]
+        tokenizer = build_word_tokenizer(texts)
+    if args.init:
+        say(f"initialised from the CLIP model {args.init}")
+    return build_dual_encoder(preset, tokenizer=tokenizer), preset
+
+
+def _records(dataset) -> list[list[str]]:
+    """Every item's captions (the tokenizer's vocabulary), without rendering or reading images."""
+    source = dataset.world.captions() if hasattr(dataset, "world") else dataset  # ShapesWorld: all 5 captions
+    return list(source.references().values())
+
+
+def pixels(model, images) -> torch.Tensor:
+    """PIL images or uint8 (3, H, W) tensors -> (B, 3, S, S) normalised as the image tower expects."""
+    config = model.image_encoder.image_config
+    return config.normalize(stack_images(images, config.size).float() / 255)
+
+
+def tokens(model, texts: list[str], args) -> dict:
+    enc = model.tokenizer(
+        texts, padding=True, truncation=True, max_length=args.max_length, return_tensors="pt"
+    )
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def train_batch(model, dataset, indices, args, step: int):
+    """(pixel_values, tokens) of one training batch, or None when an image is unreadable (COCO)."""
+    items = [dataset[i] for i in indices]
+    if not items or any(item is None for item in items):
+        return None
+    g = torch.Generator().manual_seed(args.seed * 7919 + step)
+    texts = [
+        caps[0] if args.captions == "full" else caps[int(torch.randint(len(caps), (1,), generator=g))]
+        for caps in (item["captions"] for item in items)
+    ]
+    return pixels(model, [item["image"] for item in items]), tokens(model, texts, args)
+
+
+def compute_loss(model, batch, args) -> torch.Tensor:
+    out = model(batch[0], **batch[1])
+    if args.loss == "siglip":
+        return siglip_loss(
+            out.image_embeds, out.text_embeds, out.logit_scale, out.logit_bias, normalize=False
+        )
+    return contrastive_loss(out.image_embeds, out.text_embeds, out.logit_scale, normalize=False)
+
+
+@torch.no_grad()
+def evaluate(model, val, texts, text_to_image, args, dist) -> dict:
+    """Recall@1/5/10 and ranks both ways over the whole validation split (each rank embeds its share)."""
+    model.eval()
+    n, b = len(val), args.eval_batch_size
+    rows = []
+    for s in T.progress(
+        list(range(0, n, b))[dist.rank :: dist.world_size], desc="eval", leave=False, enabled=dist.is_main
+    ):
+        rows.append(
+            (
+                s,
+                model.encode_image(
+                    pixels(model, [val[i]["image"] for i in range(s, min(s + b, n))])
+                ).tolist(),
+            )
+        )
+    for s in list(range(0, len(texts), b))[dist.rank :: dist.world_size]:
+        rows.append((-1 - s, model.encode_text(**tokens(model, texts[s : s + b], args)).tolist()))
+    rows = sorted(T.gather_lists(rows), key=lambda r: (r[0] < 0, abs(r[0])))
+    images = torch.tensor([e for s, chunk in rows if s >= 0 for e in chunk])  # (I, E)
+    text_embeds = torch.tensor([e for s, chunk in rows if s < 0 for e in chunk])  # (T, E)
+    model.train()
+    similarity = images @ text_embeds.T  # (I, T)
+    result = retrieval_recall(similarity, torch.tensor(text_to_image))
+    return {"result": result, "similarity": similarity, **result.to_dict()}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dist = T.setup_distributed(device=None if args.device == "auto" else args.device)
+    say = lambda *a: T.say(*a, enabled=dist.is_main)  # noqa: E731
+    if args.eval_only and not args.init:
+        return evaluate_saved_run(args, dist)
+    try:
+        out = T.prepare_run_dir(
+            args.output_dir, resume=args.resume, overwrite=args.overwrite, main=dist.is_main
+        )
+    except T.RunFolderError as err:
+        raise SystemExit(str(err)) from None
+    T.barrier()  # every rank has looked at the folder before rank 0 writes into it
+    t0, ckpt = time.perf_counter(), out / "checkpoint"
+    T.seed_everything(args.seed)
+    train, val, texts, text_to_image = build_data(args)
+    say(
+        f"data: {len(train)} train pairs, {len(val)} val images / {len(texts)} val queries ({time.perf_counter() - t0:.1f}s)"
+    )
+    say(shared_caption_note(texts, text_to_image))
+    T.seed_everything(args.seed)  # the model's init does not depend on how much randomness the data used
+    model, preset = build_model(args, train, say)
+    model.to(dist.device)
+    if dist.is_main:
+        T.save_run_config(out, task="retrieval", args=args, model=preset.to_dict())
+        model.tokenizer.save_pretrained(out / "tokenizer")
+    if args.eval_only:  # --init X --eval-only: the report's "evaluate a checkpoint" mode
+        metrics = evaluate(model, val, texts, text_to_image, args, dist)
+        if dist.is_main:
+            report(model, val, texts, metrics, [{"eval_only": True, **row_of(metrics)}], out)
+        return 0
+
+    steps_per_epoch = len(train) // args.batch_size // dist.world_size
+    if steps_per_epoch == 0:
+        raise SystemExit(
+            f"--batch-size {args.batch_size} x {dist.world_size} processes exceeds the {len(train)} training pairs"
+        )
+    total = min(args.epochs * steps_per_epoch, args.max_steps or 10**12)
+    resumed = args.resume and T.has_checkpoint(ckpt)
+    state = T.read_checkpoint_state(ckpt) if resumed else {"step": 0, "loss_sum": 0.0, "loss_count": 0}
+    optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = T.build_scheduler(
+        optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total), decay=args.lr_decay
+    )
+    if resumed:
+        T.load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+        say(f"resumed from {ckpt} at step {state['step']}")
+    say(
+        f"model: {sum(p.numel() for p in model.parameters()):,} parameters; {total} steps of {args.batch_size} x {dist.world_size} pairs"
+    )
+    ddp = T.wrap_ddp(model, dist)
+    log, history = T.MetricLogger(out / "metrics.jsonl", rank=dist.rank), []
+
+    def save() -> None:
+        if dist.is_main:
+            T.save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
+
+    step, run_steps, code, stopped = state["step"], 0, 0, False
+    epoch0, first = T.resume_position(step, steps_per_epoch)
+    with T.stop_on_signal(message="stop requested: saving a checkpoint at the end of this step") as stop:
+        for epoch in range(epoch0, args.epochs):
+            batches = T.shard_batches(
+                len(train),
+                per_batch=args.batch_size,
+                seed=args.seed,
+                epoch=epoch,
+                rank=dist.rank,
+                world_size=dist.world_size,
+            )
+            t_epoch = time.perf_counter()
+            bar = T.progress(
+                range(first if epoch == epoch0 else 0, steps_per_epoch),
+                desc=f"epoch {epoch + 1}/{args.epochs}",
+                enabled=dist.is_main,
+            )
+            for b in bar:
+                if step >= total:
+                    break
+                T.reseed(args.seed, step, dist.rank, world_size=dist.world_size)
+                batch = train_batch(model, train, batches[b], args, step * dist.world_size + dist.rank)
+                loss = compute_loss(ddp, batch, args) if batch else None
+                decision = T.agree(loss, stop=stop.requested or run_steps + 1 == args.stop_after)
+                if decision.nonfinite:
+                    say(
+                        f"non-finite loss at step {step}: stopping; the last good checkpoint in {ckpt} is kept"
+                    )
+                    code = 1
+                    break
+                if (
+                    not decision.skip
+                ):  # a batch unreadable on any rank is skipped by all (the step still counts)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    state.update(
+                        loss_sum=state["loss_sum"] + decision.loss, loss_count=state["loss_count"] + 1
+                    )
+                    bar.set_postfix(
+                        loss=f"{decision.loss:.3f}", scale=f"{float(model.logit_scale.detach()):.1f}"
+                    )
+                step, run_steps, stopped = step + 1, run_steps + 1, decision.stop
+                state["step"] = step
+                if stopped:
+                    break
+                if args.save_every and step % args.save_every == 0:
+                    save()
+            if code:
+                break
+            if (step % steps_per_epoch == 0 or step >= total) and state[
+                "loss_count"
+            ]:  # the epoch is complete
+                metrics = evaluate(model, val, texts, text_to_image, args, dist)
+                row = {"epoch": epoch + 1, "step": step, "loss": state["loss_sum"] / state["loss_count"]}
+                row |= row_of(metrics) | {
+                    "scale": float(model.logit_scale.detach()),
+                    "time_s": time.perf_counter() - t_epoch,
+                }
+                log.log(**row)
+                history.append(row)
+                say(T.format_table([row]) if len(history) == 1 else T.format_table([row]).splitlines()[-1])
+                state.update(loss_sum=0.0, loss_count=0)
+            save()
+            if stopped or step >= total:
+                break
+    if not code and step < total:
+        say(f"stopped at step {step}/{total}; checkpoint in {ckpt}; continue with --resume")
+    elif not code and dist.is_main and history:
+        report(model, val, texts, metrics, history, out)
+        say(f"done in {time.perf_counter() - t0:.0f}s; outputs in {out}")
+    T.cleanup_distributed()
+    return code
+
+
+def row_of(metrics: dict) -> dict:
+    return {k: metrics[k] for k in METRICS} | {"t2i_median_rank": metrics["t2i_median_rank"]}
+
+
+def shared_caption_note(texts: list[str], text_to_image: list[int]) -> str:
+    """How many validation queries describe more than one validation image: they cap text-to-image R@1."""
+    images_of: dict[str, set[int]] = {}
+    for text, image in zip(texts, text_to_image):
+        images_of.setdefault(text, set()).add(image)
+    shared = sum(1 for t in texts if len(images_of[t]) > 1)
+    groups = sum(1 for imgs in images_of.values() if len(imgs) > 1)
+    cap = sum(1 for t, i in zip(texts, text_to_image) if min(images_of[t]) == i) / max(1, len(texts))
+    return (
+        f"{shared} of {len(texts)} val queries describe more than one val image ({groups} shared captions); "
+        f"text-to-image R@1 is at most {cap:.3f}"
+    )
+
+
+# ----------------------------------------------------------------------------- saved runs and the report
+
+
+def evaluate_saved_run(args, dist) -> int:
+    """--eval-only: re-evaluate the run in --output-dir and rewrite its report."""
+    out = Path(args.output_dir)
+    run = load_run(out)
+    _, val, texts, text_to_image = build_data(args)
+    print(shared_caption_note(texts, text_to_image))
+    metrics = evaluate(run.model, val, texts, text_to_image, args, dist)
+    history = T.read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
+    if dist.is_main:
+        report(run.model, val, texts, metrics, [*history, {"eval_only": True, **row_of(metrics)}], out)
+    return 0
+
+
+def report(model, val, texts, metrics, history, out: Path) -> None:
+    """Final table, summary.json, and retrievals.png: text queries with their top-5 images."""
+    print("\n" + T.format_table(history))
+    final = history[-1]
+    (out / "summary.json").write_text(json.dumps({"final": final, "history": history}, indent=2))
+    retrieval_grid(val, texts, metrics["similarity"]).save(out / "retrievals.png")
+    counts = Counter(len(t.split(",")) for t in texts)
+    print(
+        f"\nt2i R@1 {final['t2i_R@1']:.3f}, i2t R@1 {final['i2t_R@1']:.3f} over {len(texts)} queries ({dict(counts)} clauses per query)"
+    )
+
+
+def retrieval_grid(val, texts, similarity, n: int = 4):
+    """n text queries, one row each: the query's own image, then its top-5 images (green when it is the right one)."""
+    images, lines = [], []
+    for j in range(n):
+        top = similarity[:, j].topk(5).indices.tolist()
+        images.append(val[j]["image"])
+        lines.append([("query image", (0, 0, 160)), texts[j]])
+        for rank, i in enumerate(top, 1):
+            images.append(val[i]["image"])
+            lines.append(
+                [(f"#{rank}" + (" (right)" if i == j else ""), (0, 140, 0) if i == j else (200, 0, 0))]
+            )
+    return T.image_grid(images, lines, cols=6, cell=128)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
