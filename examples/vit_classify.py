@@ -82,10 +82,16 @@ def parse_args(argv: list[str] | None = None):
         "--model", default="tiny-vit", help="tiny-vit | a timm name (vit_small_patch16_224) or folder"
     )
     g.add_argument("--pretrained", action="store_true", help="load the timm / hub weights")
-    g.add_argument("--dim", type=T.positive_int, default=96, help="tiny-vit width")
-    g.add_argument("--depth", type=T.positive_int, default=4, help="tiny-vit blocks")
+    g.add_argument("--dim", type=T.positive_int, default=64, help="tiny-vit width")
+    g.add_argument("--depth", type=T.positive_int, default=3, help="tiny-vit blocks")
     g.add_argument("--heads", type=T.positive_int, default=4, help="tiny-vit heads")
     g.add_argument("--patch-size", type=T.positive_int, default=8, help="tiny-vit pixels per patch side")
+    g.add_argument(
+        "--stem",
+        choices=["conv", "patch"],
+        default="conv",
+        help="tiny-vit: conv stem (Xiao et al. 2021) or patchify",
+    )
     g.add_argument("--pool", choices=["cls", "mean"], default="cls", help="CLS token or mean of the patches")
     g.add_argument("--hidden-dim", type=T.nonneg_int, default=0, help="head hidden width (0: linear head)")
     g.add_argument("--dropout", type=T.fraction, default=0.0, help="before the head's last layer")
@@ -96,7 +102,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--lora-targets", default="qkv,proj", help="comma-separated module names / regexes")
     g.add_argument("--lr-decay", choices=["cosine", "linear", "none"], default="cosine")
     g.add_argument("--label-smoothing", type=T.fraction, default=0.0)
-    T.add_run_args(p, task="vit", epochs=8, batch_size=64, lr=1e-3, weight_decay=0.05)
+    T.add_run_args(p, task="vit", epochs=12, batch_size=32, lr=1e-3, weight_decay=0.05)
     p.add_argument("--ask", metavar="IMAGE", help="class probabilities of an image with the trained run")
     args = p.parse_args(argv)
     if args.image_dir is not None and not args.image_dir.is_dir():
@@ -176,9 +182,44 @@ class ViTClassifier(nn.Module):
         return self.encoder.image_config.normalize(images.float() / 255)
 
 
+def conv_stem_class():
+    """timm PatchEmbed whose projection is a stack of stride-2 3x3 convolutions (Xiao et al. 2021, "Early
+    convolutions help transformers see better"): a from-scratch ViT then learns ShapesWorld in minutes."""
+    from timm.layers import PatchEmbed
+
+    class ConvStem(PatchEmbed):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            dim, c, layers = kwargs["embed_dim"], kwargs.get("in_chans", 3), []
+            stages = (
+                self.patch_size[0].bit_length() - 1
+            )  # patch 8: 3 stages, (B, 3, S, S) -> (B, C, S/8, S/8)
+            for i in range(stages):
+                out = max(16, dim // 2 ** (stages - i))
+                layers += [nn.Conv2d(c, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+                c = out
+            self.proj = nn.Sequential(*layers, nn.Conv2d(c, dim, 1))
+
+    return ConvStem
+
+
 def build_model(args, num_classes: int, *, pretrained: bool | None = None) -> ViTClassifier:
     """The classifier the flags describe, with LoRA injected for --peft lora (what trains is set in main)."""
-    if args.model == "tiny-vit":
+    if args.model == "tiny-vit" and getattr(args, "stem", "patch") == "conv":
+        from timm.models.vision_transformer import VisionTransformer
+
+        size = args.image_size or 64
+        vit = VisionTransformer(
+            img_size=size,
+            patch_size=args.patch_size,
+            embed_dim=args.dim,
+            depth=args.depth,
+            num_heads=args.heads,
+            num_classes=0,
+            embed_layer=conv_stem_class(),
+        )
+        encoder = ImageEncoder(vit)
+    elif args.model == "tiny-vit":
         encoder = ImageEncoder.tiny(
             "vit",
             image_size=args.image_size or 64,

@@ -62,10 +62,10 @@ def test_short_run_writes_a_self_describing_folder(tmp_path: Path) -> None:
 def test_default_model_learns_beyond_the_majority_class(tmp_path: Path) -> None:
     """A short run of the default architecture (smaller data) clearly beats predicting the commonest class."""
     out = tmp_path / "learn"
-    flags = ["--num-scenes", "600", "--val-scenes", "150", "--epochs", "3", "--output-dir", str(out)]
-    ok(run(flags, tiny=False, timeout=600))
+    flags = ["--num-scenes", "1200", "--val-scenes", "200", "--epochs", "8", "--output-dir", str(out)]
+    ok(run(flags, tiny=False, timeout=900))
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["accuracy"] > summary["majority_baseline"] + 0.15, summary
+    assert summary["accuracy"] > summary["majority_baseline"] + 0.10, summary
 
 
 def _image_folder(root: Path) -> Path:
