@@ -114,7 +114,7 @@ def load_images(args, size: int) -> list[Image.Image]:
     ]
 
 
-def similarity_grid(sim: torch.Tensor, *, cell: int = 12, gap: int = 2) -> Image.Image:
+def similarity_grid(sim: torch.Tensor, *, cell: int = 24, gap: int = 2) -> Image.Image:
     """(h*w, h, w) similarity maps -> one picture: an h x w grid whose cell (i, j) is the map of patch (i, j)."""
     n, h, w = sim.shape  # (h*w, h, w)
     low, high = float(sim.min()), float(sim.max())
