@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None):
         "--image-dir", type=Path, default=None, help="one sub-folder per class (default: ShapesWorld)"
     )
     g.add_argument("--val-fraction", type=T.fraction, default=0.1, help="held out per class (--image-dir)")
-    g.add_argument("--num-scenes", type=T.positive_int, default=4000, help="ShapesWorld train scenes")
+    g.add_argument("--num-scenes", type=T.positive_int, default=8000, help="ShapesWorld train scenes")
     g.add_argument("--val-scenes", type=T.positive_int, default=500, help="ShapesWorld validation scenes")
     g.add_argument(
         "--image-size", type=T.nonneg_int, default=0, help="input side (0: 64 tiny, else the model's)"
@@ -102,7 +102,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--lora-targets", default="qkv,proj", help="comma-separated module names / regexes")
     g.add_argument("--lr-decay", choices=["cosine", "linear", "none"], default="cosine")
     g.add_argument("--label-smoothing", type=T.fraction, default=0.0)
-    T.add_run_args(p, task="vit", epochs=12, batch_size=32, lr=1e-3, weight_decay=0.05)
+    T.add_run_args(p, task="vit", epochs=10, batch_size=32, lr=1e-3, weight_decay=0.05)
     p.add_argument("--ask", metavar="IMAGE", help="class probabilities of an image with the trained run")
     args = p.parse_args(argv)
     if args.image_dir is not None and not args.image_dir.is_dir():
