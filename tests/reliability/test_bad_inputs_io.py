@@ -1,9 +1,8 @@
 """Bad-input suite for files and metrics: checkpoints, adapters, classification_report, vqa_accuracy (issue 7).
 
 One table of cases. Each case either must raise a clear error (the exception type and a message that names the
-argument or the file and what is wrong) or must return its documented result. Cases marked ``gap`` are known
-problems in a file this suite does not own (``vlblocks/metrics/vqa.py``); they are expected to fail until fixed
-(``xfail``, not strict, so the fix shows as XPASS). ``test_counts`` keeps the numbers in docs/design-notes.md true.
+argument or the file and what is wrong) or must return its documented result. ``test_counts`` keeps the numbers in
+docs/design-notes.md true.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ class Case:
     error: type[BaseException] | tuple[type[BaseException], ...] | None = None
     match: str | None = None
     check: Callable[[Any], bool] | None = None  # the documented result
-    gap: str | None = None  # a known problem in a file another helper owns
 
 
 def lin() -> nn.Module:
@@ -621,7 +619,7 @@ CASES = [
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, marks=pytest.mark.xfail(reason=c.gap, strict=False)) if c.gap else c for c in CASES],
+    CASES,
     ids=[c.name for c in CASES],
 )
 def test_bad_input(tmp_path, case: Case) -> None:
@@ -634,8 +632,7 @@ def test_bad_input(tmp_path, case: Case) -> None:
 
 def test_counts() -> None:
     """The counts docs/design-notes.md quotes (section "Bad-input suite: files and metrics")."""
-    errors = sum(c.error is not None and c.gap is None for c in CASES)
+    errors = sum(c.error is not None for c in CASES)
     results = sum(c.check is not None for c in CASES)
-    gaps = sum(c.gap is not None for c in CASES)
     assert len({c.name for c in CASES}) == len(CASES)
-    assert (len(CASES), errors, results, gaps) == (92, 77, 15, 0)
+    assert (len(CASES), errors, results) == (92, 77, 15)
