@@ -27,9 +27,7 @@ overwritten: pass --resume or --overwrite.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -40,20 +38,12 @@ from vlblocks import training as T
 from vlblocks.constants import IGNORE_INDEX
 from vlblocks.data import AnswerVocab, ShapesWorld, VQACollator, VQAv2Dataset, build_word_tokenizer
 from vlblocks.metrics import classification_report, vqa_accuracy, vqa_accuracy_by_type
-from vlblocks.models import VQAPreset, apply_vqa_lora, build_vqa_model, load_run
+from vlblocks.models import VQAPreset, apply_vqa_lora, ask_vqa, build_vqa_model, load_run
 from vlblocks.utils import count_parameters
 
-CONTROL = (
-    "output_dir",
-    "resume",
-    "overwrite",
-    "eval_only",
-    "ask",
-    "stop_after",
-    "threads",
-    "device",
-    "save_every",
-)
+SCORES = ("accuracy", "vqa_accuracy", "precision", "recall", "f1")
+# flags that say how to run, not what to build: a resumed / loaded run keeps these from the command line
+CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "ask", "stop_after", "threads", "device", "save_every")
 
 
 def parse_args(argv: list[str] | None = None):
@@ -61,43 +51,26 @@ def parse_args(argv: list[str] | None = None):
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=["shapes", "vqav2"], default="shapes")
     g.add_argument("--data-root", type=Path, default=None, help="VQA v2 folder (with --data vqav2)")
-    g.add_argument(
-        "--train-fraction", type=float, default=1.0, help="image-level fraction of the train split"
-    )
-    g.add_argument(
-        "--num-scenes", type=T.positive_int, default=4000, help="ShapesWorld train scenes (val: 1/10)"
-    )
+    g.add_argument("--train-fraction", type=float, default=1.0, help="fraction of the train images")
+    g.add_argument("--num-scenes", type=T.positive_int, default=4000, help="ShapesWorld scenes (val: 1/10)")
     g.add_argument("--image-size", type=T.positive_int, default=64)
     g.add_argument("--top-answers", type=T.positive_int, default=1000, help="answer vocabulary size")
     g.add_argument("--max-length", type=T.positive_int, default=24, help="question tokens")
     g.add_argument("--augment", action="store_true", help="colour jitter on train images")
     g = p.add_argument_group("model")
-    g.add_argument(
-        "--image-encoder", default="tiny-cnn", help="tiny-cnn | tiny-vit | a timm / HF name or path"
-    )
-    g.add_argument(
-        "--text-encoder", default="tiny-bert", help="tiny-bert | tiny-roberta | an HF name or path"
-    )
+    g.add_argument("--image-encoder", default="tiny-cnn", help="tiny-cnn | tiny-vit | timm / HF name or path")
+    g.add_argument("--text-encoder", default="tiny-bert", help="tiny-bert | tiny-roberta | HF name or path")
     g.add_argument("--text-depth", type=T.positive_int, default=1, help="tiny text encoder layers")
     g.add_argument("--fusion", choices=["coattention", "concat"], default="coattention")
     g.add_argument("--dim", type=T.positive_int, default=64, help="fusion width (and tiny encoder width)")
     g.add_argument("--heads", type=T.positive_int, default=4)
     g.add_argument("--depth", type=T.positive_int, default=1, help="co-attention layers")
     g.add_argument("--pool", choices=["concat", "add", "mean"], default="concat")
-    g.add_argument(
-        "--summary", choices=["cls", "max", "mean"], default="max", help="what stands for a stream"
-    )
+    g.add_argument("--summary", choices=["cls", "max", "mean"], default="max", help="a stream's summary")
     g.add_argument("--encoder-skip", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument(
-        "--self-attn",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="LXMERT layer instead of ViLBERT's",
-    )
+    g.add_argument("--self-attn", action=argparse.BooleanOptionalAction, default=False, help="LXMERT layer")
     g.add_argument("--mlp-ratio", type=T.positive_float, default=2.0, help="co-attention FFN width / dim")
-    g.add_argument(
-        "--patch-size", type=T.positive_int, default=8, help="tiny image encoders: pixels per token"
-    )
+    g.add_argument("--patch-size", type=T.positive_int, default=8, help="tiny image encoders: patch pixels")
     g.add_argument("--image-dim", type=T.nonneg_int, default=0, help="tiny image encoder width (0: --dim)")
     g.add_argument("--hidden-dim", type=T.positive_int, default=256, help="classifier hidden width")
     g.add_argument("--dropout", type=T.fraction, default=0.0)
@@ -114,9 +87,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--class-weights", action="store_true", help="inverse-frequency answer weights (ce)")
     g.add_argument("--eval-batches", type=T.nonneg_int, default=0, help="limit validation batches (0: all)")
     T.add_run_args(p, task="vqa", epochs=8, batch_size=64, lr=1e-3)
-    p.add_argument(
-        "--ask", nargs=2, metavar=("IMAGE", "QUESTION"), help="answer a question with the trained run"
-    )
+    p.add_argument("--ask", nargs=2, metavar=("IMAGE", "QUESTION"), help="top-5 answers of the trained run")
     args = p.parse_args(argv)
     if args.data == "vqav2" and args.data_root is None:
         p.error("--data vqav2 needs --data-root")
@@ -135,13 +106,10 @@ def parse_args(argv: list[str] | None = None):
 def build_data(args, out: Path, dist):
     """Train / val question datasets, the answer vocabulary and (tiny text encoders) the word tokenizer."""
     if args.data == "shapes":
-        train = ShapesWorld(
-            "train", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed
-        ).vqa()
-        val = ShapesWorld(
-            "val", num_scenes=max(args.num_scenes // 10, 50), image_size=args.image_size, seed=args.seed
+        train, val = (
+            ShapesWorld(split, num_scenes=n, image_size=args.image_size, seed=args.seed).vqa()
+            for split, n in (("train", args.num_scenes), ("val", max(args.num_scenes // 10, 50)))
         )
-        val = val.vqa()
     else:
         try:
             train = VQAv2Dataset.from_root(
@@ -149,7 +117,7 @@ def build_data(args, out: Path, dist):
             )
             val = VQAv2Dataset.from_root(args.data_root, "val2014")
         except (FileNotFoundError, ValueError) as err:
-            usage_error(f"--data-root {args.data_root}: {err}")
+            T.usage_error(f"--data-root {args.data_root}: {err}")
     records = train.records()
     vocab = AnswerVocab.build([r["answers"] for r in records], top_k=args.top_answers)
     tokenizer = None
@@ -170,7 +138,7 @@ def configure_stage(model, args, stage: int, say) -> None:
         try:
             counts = apply_vqa_lora(model, VQAPreset.from_dict(vars(args)))
         except ValueError as err:
-            usage_error(f"--lora-targets: {err}")
+            T.usage_error(f"--lora-targets: {err}")
         say("LoRA: " + ", ".join(f"{k} {v} modules" for k, v in counts.items()))
         for name, n in counts.items():
             if n == 0:
@@ -188,12 +156,6 @@ def configure_stage(model, args, stage: int, say) -> None:
             encoder.unfreeze()
 
 
-def usage_error(message: str) -> None:
-    """Exit like argparse does for a bad flag: the message on stderr, exit code 2."""
-    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def image_groups(records: list[dict]) -> list[list[int]]:
     """Question indices grouped by image (the image is encoded once per batch)."""
     groups: dict[int, list[int]] = {}
@@ -203,7 +165,8 @@ def image_groups(records: list[dict]) -> list[list[int]]:
 
 
 def forward(model, batch: dict) -> torch.Tensor:
-    """Answer logits (B, K) of a collated batch."""
+    """Answer logits (B, K) of a collated batch (its tensors moved to the model's device)."""
+    batch = T.to_device(batch, next(model.parameters()).device)
     return model(
         batch["pixel_values"], batch["input_ids"], batch["attention_mask"], image_index=batch["image_index"]
     )
@@ -254,142 +217,63 @@ def evaluate(model, dataset, collate, vocab, args, dist) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.ask or args.eval_only:
         return use_saved_run(args)
-    dist = T.setup_distributed(device=None if args.device == "auto" else args.device)
-    say = lambda *a: T.say(*a, enabled=dist.is_main)  # noqa: E731
-    try:
-        out = T.prepare_run_dir(
-            args.output_dir, resume=args.resume, overwrite=args.overwrite, main=dist.is_main
-        )
-    except T.RunFolderError as err:
-        usage_error(str(err))
-    T.barrier()  # every rank has looked at the folder before rank 0 writes into it
-    t0, ckpt = time.perf_counter(), out / "checkpoint"
-    T.seed_everything(args.seed)
-    train_set, val_set, records, vocab, tokenizer = build_data(args, out, dist)
-    say(
-        f"data: {len(train_set)} train / {len(val_set)} val questions, {len(vocab)} answers ({time.perf_counter() - t0:.1f}s)"
-    )
-    T.seed_everything(args.seed)  # the model's init does not depend on how much randomness the data used
-    model = build_vqa_model(VQAPreset.from_dict(vars(args)), num_answers=len(vocab), tokenizer=tokenizer)
-    if dist.is_main:
-        T.save_run_config(out, task="vqa", args=args, model=VQAPreset.from_dict(vars(args)).to_dict())
-    collate_kw = dict(
-        image_config=model.image_encoder.image_config, max_length=args.max_length, group_images=True
-    )
-    collate = VQACollator(model.text_encoder.tokenizer, vocab, **collate_kw)
-    train_collate = VQACollator(model.text_encoder.tokenizer, vocab, augment=args.augment, **collate_kw)
-    class_weights = answer_weights(records, vocab) if args.class_weights and args.loss == "ce" else None
-
-    groups = image_groups(records)
-    per_batch = max(1, round(args.batch_size * len(groups) / len(records)))  # images per batch
-    steps_per_epoch = math.ceil(len(groups) / per_batch) // dist.world_size
-    total = min(args.epochs * steps_per_epoch, args.max_steps or 10**12)
-    stage1 = args.stage1_epochs * steps_per_epoch if args.two_stage else 0
-    resumed = args.resume and T.has_checkpoint(ckpt)
-    state = T.read_checkpoint_state(ckpt) if resumed else {"step": 0, "loss_sum": 0.0, "loss_count": 0}
-    configure_stage(model, args, 2 if args.two_stage and state["step"] >= stage1 else 1, say)
-    optimizer, scheduler = make_optimizer(model, args, total, offset=0)
-    if resumed:
-        T.load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
-        say(f"resumed from {ckpt} at step {state['step']}")
-    trainable, n_params, percent = count_parameters(model)
-    say(f"model: {n_params:,} parameters, {trainable:,} trainable ({percent:.1f}%)")
-    ddp = T.wrap_ddp(model, dist)
-    log, history = T.MetricLogger(out / "metrics.jsonl", rank=dist.rank), []
-
-    def save() -> None:
-        if dist.is_main:
-            T.save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
-
-    step, run_steps, code, stopped = state["step"], 0, 0, False
-    epoch0, first = T.resume_position(step, steps_per_epoch)
-    with T.stop_on_signal(message="stop requested: saving a checkpoint at the end of this step") as stop:
-        for epoch in range(epoch0, args.epochs):
-            batches = T.shard_batches(
-                groups,
-                per_batch=per_batch,
-                seed=args.seed,
-                epoch=epoch,
-                rank=dist.rank,
-                world_size=dist.world_size,
-            )
-            t_epoch = time.perf_counter()
-            bar = T.progress(
-                range(first if epoch == epoch0 else 0, steps_per_epoch),
-                desc=f"epoch {epoch + 1}/{args.epochs}",
-                enabled=dist.is_main,
-            )
-            for b in bar:
-                if step >= total:
+    with T.start_run(args, task="vqa") as run:
+        train_set, val_set, records, vocab, tokenizer = build_data(args, run.out, run.dist)
+        run.say(f"data: {len(train_set)} train / {len(val_set)} val questions, {len(vocab)} answers")
+        T.seed_everything(args.seed)  # the model's init does not depend on how much randomness the data used
+        preset = VQAPreset.from_dict(vars(args))
+        model = build_vqa_model(preset, num_answers=len(vocab), tokenizer=tokenizer).to(run.dist.device)
+        run.save_config(model=preset.to_dict())
+        collate, train_collate = (make_collator(model, vocab, args, augment=a) for a in (False, args.augment))
+        weights = answer_weights(records, vocab) if args.class_weights and args.loss == "ce" else None
+        groups = image_groups(records)
+        per_batch = max(1, round(args.batch_size * len(groups) / len(records)))  # images per batch
+        total = run.plan(groups, per_batch=per_batch)
+        stage1 = args.stage1_epochs * run.steps_per_epoch if args.two_stage else 0
+        configure_stage(model, args, 2 if args.two_stage and run.step >= stage1 else 1, run.say)
+        run.track(model=model, **make_optimizer(model, args, total, offset=0))
+        run.restore()
+        trainable, n_params, percent = count_parameters(model)
+        run.say(f"model: {n_params:,} parameters, {trainable:,} trainable ({percent:.1f}%)")
+        ddp = T.wrap_ddp(model, run.dist)
+        for _, batches in run.epochs(groups, per_batch=per_batch):
+            for indices in run.progress(batches):
+                if args.two_stage and run.step == stage1 > 0:
+                    run.say("stage 2: " + ("LoRA on the encoders" if args.lora_r else "encoders unfrozen"))
+                    configure_stage(model, args, 2, run.say)
+                    run.track(**make_optimizer(model, args, total, offset=run.step))
+                    ddp = T.wrap_ddp(model, run.dist)
+                batch = train_collate([train_set[i] for i in indices])
+                batch = T.to_device(batch, run.dist.device) if batch else None  # None: an empty batch
+                loss = compute_loss(forward(ddp, batch), batch, args, weights) if batch else None
+                if not run.optimizer_step(loss):
                     break
-                if args.two_stage and step == stage1 > 0:
-                    say("stage 2: " + ("LoRA on the encoders" if args.lora_r else "encoders unfrozen"))
-                    configure_stage(model, args, 2, say)
-                    optimizer, scheduler = make_optimizer(model, args, total, offset=step)
-                    ddp = T.wrap_ddp(model, dist)
-                T.reseed(args.seed, step, dist.rank, world_size=dist.world_size)  # dropout / augmentation
-                batch = train_collate([train_set[i] for i in batches[b]])
-                loss = compute_loss(forward(ddp, batch), batch, args, class_weights) if batch else None
-                decision = T.agree(loss, stop=stop.requested or run_steps + 1 == args.stop_after)
-                if decision.nonfinite:
-                    say(
-                        f"non-finite loss at step {step}: stopping; the last good checkpoint in {ckpt} is kept"
-                    )
-                    code = 1
-                    break
-                if (
-                    not decision.skip
-                ):  # a batch unreadable on any rank is skipped by all (the step still counts)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    state.update(
-                        loss_sum=state["loss_sum"] + decision.loss, loss_count=state["loss_count"] + 1
-                    )
-                    bar.set_postfix(loss=f"{decision.loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-                step, run_steps, stopped = step + 1, run_steps + 1, decision.stop
-                state["step"] = step
-                if stopped:
-                    break
-                if args.save_every and step % args.save_every == 0:
-                    save()
-            if code:
-                break
-            if (step % steps_per_epoch == 0 or step >= total) and state[
-                "loss_count"
-            ]:  # the epoch is complete
-                metrics = evaluate(model, val_set, collate, vocab, args, dist)
-                row = {"epoch": epoch + 1, "step": step, "loss": state["loss_sum"] / state["loss_count"]}
-                row |= {k: metrics[k] for k in ("accuracy", "vqa_accuracy", "precision", "recall", "f1")}
-                row["time_s"] = time.perf_counter() - t_epoch
-                log.log(**row, by_type=metrics["by_type"])
-                history.append(row)
-                say(T.format_table([row]) if len(history) == 1 else T.format_table([row]).splitlines()[-1])
-                state.update(loss_sum=0.0, loss_count=0, vqa_accuracy=metrics["vqa_accuracy"])
-            save()
-            if stopped or step >= total:
-                break
-    if not code and step < total:
-        say(f"stopped at step {step}/{total}; checkpoint in {ckpt}; continue with --resume")
-    elif not code and dist.is_main and history:
-        report(model, val_set, collate, vocab, records, metrics, history, out)
-        say(f"done in {time.perf_counter() - t0:.0f}s; outputs in {out}")
-    T.cleanup_distributed()
-    return code
+            if run.epoch_complete:
+                metrics = evaluate(model, val_set, collate, vocab, args, run.dist)
+                run.end_epoch({k: metrics[k] for k in SCORES}, by_type=metrics["by_type"])
+            run.save()
+        if run.completed and run.dist.is_main:
+            report(model, val_set, collate, vocab, records, metrics, run.history, run.out)
+        return run.finish()
 
 
-def make_optimizer(model, args, total: int, offset: int):
+def make_optimizer(model, args, total: int, offset: int) -> dict:
     """AdamW (no decay on 1-D parameters) on what trains now, and the warm-up + decay schedule from `offset`."""
     optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
     warmup = T.warmup_steps_for(args.warmup, total)
-    return optimizer, T.build_scheduler(
+    scheduler = T.build_scheduler(
         optimizer, total_steps=total, warmup_steps=warmup, decay=args.lr_decay, offset=offset
+    )
+    return {"optimizer": optimizer, "scheduler": scheduler}
+
+
+def make_collator(model, vocab, args, augment: bool = False) -> VQACollator:
+    """Tokenise, resize / normalise as the model's image encoder expects, encode each image once per batch."""
+    image_config, tokenizer = model.image_encoder.image_config, model.text_encoder.tokenizer
+    return VQACollator(
+        tokenizer, vocab, image_config=image_config, max_length=args.max_length, group_images=True, augment=augment
     )
 
 
@@ -407,47 +291,18 @@ def use_saved_run(args) -> int:
     """--ask: top-5 answers for an image file; --eval-only: re-evaluate the run and rewrite its report."""
     run = load_run(args.output_dir)
     if args.ask:
-        from vlblocks.data import load_image
-        from vlblocks.data.collate import stack_images
-
         image, question = args.ask
-        pixels = run.image_config.normalize(
-            stack_images([load_image(image)], run.image_config.size).float() / 255
-        )
-        tokens = run.tokenizer([question], truncation=True, max_length=args.max_length, return_tensors="pt")
-        with torch.no_grad():
-            probs = run.model(pixels, tokens["input_ids"], tokens["attention_mask"]).softmax(-1)[0]
-        top = probs.topk(min(5, probs.numel()))
-        print(f"Q: {question}")
-        print(
-            T.format_table(
-                [
-                    {"answer": run.vocab.decode(i), "probability": p}
-                    for p, i in zip(top.values.tolist(), top.indices.tolist())
-                ]
-            )
-        )
+        answers = ask_vqa(run, image, question)
+        print(f"Q: {question}\n" + T.format_table([{"answer": a, "probability": p} for a, p in answers]))
         return 0
     dist = T.setup_distributed(device="cpu")
     _, val_set, records, vocab, _ = build_data(args, Path(args.output_dir), dist)
-    collate = VQACollator(
-        run.tokenizer,
-        run.vocab,
-        image_config=run.image_config,
-        max_length=args.max_length,
-        group_images=True,
-    )
+    collate = make_collator(run.model, run.vocab, args)
     metrics = evaluate(run.model, val_set, collate, run.vocab, args, dist)
-    history = (
-        T.read_jsonl(Path(args.output_dir) / "metrics.jsonl")
-        if (Path(args.output_dir) / "metrics.jsonl").exists()
-        else []
-    )
-    row = {
-        "eval_only": True,
-        **{k: metrics[k] for k in ("accuracy", "vqa_accuracy", "precision", "recall", "f1")},
-    }
-    report(run.model, val_set, collate, run.vocab, records, metrics, [*history, row], Path(args.output_dir))
+    log = Path(args.output_dir) / "metrics.jsonl"
+    row = {"eval_only": True, **{k: metrics[k] for k in SCORES}}
+    history = [*(T.read_jsonl(log) if log.exists() else []), row]
+    report(run.model, val_set, collate, run.vocab, records, metrics, history, Path(args.output_dir))
     return 0
 
 

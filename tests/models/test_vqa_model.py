@@ -165,3 +165,18 @@ def test_image_index_outside_the_images_is_refused(index: list[int], bad: int) -
     model(pixels[:2], ids, mask, image_index=torch.tensor([0, 1, 1, 0]))  # control: valid indices run
     with pytest.raises(TypeError, match="image_index must be an integer tensor"):
         model(pixels[:2], ids, mask, image_index=torch.tensor([0.0, 1.0, 1.0, 0.0]))
+
+
+def test_ask_vqa_checks_its_arguments():
+    from pathlib import Path
+
+    from vlblocks.models import LoadedRun, ask_vqa
+
+    other = LoadedRun("retrieval", torch.nn.Linear(1, 1), {}, Path("."))
+    with pytest.raises(TypeError, match="run must be a LoadedRun of task 'vqa'"):
+        ask_vqa(other, "x.png", "what?")
+    vqa = LoadedRun("vqa", torch.nn.Linear(1, 1), {"model": {}}, Path("."))
+    with pytest.raises(ValueError, match="question"):
+        ask_vqa(vqa, "x.png", "  ")
+    with pytest.raises(ValueError, match="top_k"):
+        ask_vqa(vqa, "x.png", "what?", top_k=0)

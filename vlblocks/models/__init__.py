@@ -9,6 +9,7 @@ from vlblocks.models.retrieval_preset import GridPool, RetrievalPreset, build_du
 from vlblocks.models.run import LoadedRun, load_run
 from vlblocks.models.segmentation import PatchFeatures, SegmentationModel, last_layer_tokens, patch_grid
 from vlblocks.models.vqa import VQAModel
+from vlblocks.models.vqa_ask import ask_vqa
 from vlblocks.models.zero_shot import ZeroShotClassifier, ZeroShotResult
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ZeroShotClassifier",
     "ZeroShotResult",
     "apply_vqa_lora",
+    "ask_vqa",
     "build_dual_encoder",
     "build_vqa_model",
     "last_layer_tokens",

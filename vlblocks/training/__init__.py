@@ -1,6 +1,7 @@
 """Training helpers: schedules, optimizer groups, run flags and folders, collective stop / NaN / empty-batch
 decisions, reseeding, sharded batch order, atomic safetensors checkpoints and resume, torchrun / DDP, logging and the
-prediction grid. Plain functions and small context managers: the training loop itself stays in each recipe.
+prediction grid, and the run a recipe trains in (``start_run``). Plain functions, small context managers and one
+run object that never calls the model: the training loop itself stays in each recipe.
 
 Imported as a namespace: ``from vlblocks import training; info = training.setup_distributed()``.
 """
@@ -57,6 +58,7 @@ from vlblocks.training.run import (
 )
 from vlblocks.training.schedule import build_scheduler, lr_factor, warmup_steps_for
 from vlblocks.training.seed import seed_everything
+from vlblocks.training.session import TrainingRun, start_run, to_device, usage_error
 
 __all__ = [
     "DistInfo",
@@ -64,6 +66,7 @@ __all__ = [
     "RunFolderError",
     "StepDecision",
     "StopRequest",
+    "TrainingRun",
     "add_run_args",
     "agree",
     "all_reduce_mean",
@@ -103,9 +106,12 @@ __all__ = [
     "seed_everything",
     "setup_distributed",
     "shard_batches",
+    "start_run",
     "stop_on_signal",
     "supports_fused_adamw",
+    "to_device",
     "to_pil",
+    "usage_error",
     "warmup_steps_for",
     "wrap_ddp",
 ]
