@@ -14,7 +14,7 @@ V vocabulary, H heads, Ni image tokens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from vlblocks._checks import (
     check_tensor,
 )
 from vlblocks.generation.cache import StaticCache
+from vlblocks.generation.fast import FastStep
 from vlblocks.generation.processors import apply_repetition_penalty, ban_repeated_ngrams
 from vlblocks.generation.sampling import _check as check_sampling_args
 from vlblocks.generation.sampling import noise_width, sample_next_token
@@ -99,9 +100,12 @@ def prepare(
     return Prompt(ids=input_ids, mask=mask, prefix=prefix, image_embeds=image_embeds, max_len=total)
 
 
-def prefill(decoder: Any, prompt: Prompt) -> tuple[StaticCache, torch.Tensor, torch.Tensor]:
+def prefill(
+    decoder: Any, prompt: Prompt, *, head: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> tuple[StaticCache, torch.Tensor, torch.Tensor]:
     """Run the prompt (and prefix) through the decoder into a new cache.
 
+    `head` computes the LM head (default `decoder.lm_head`; `generate` passes the fast step's).
     Returns (cache, logits of the last prompt token (B, V) float32, its position (B, 1)).
     """
     cfg, tr = decoder.config, decoder.transformer
@@ -122,7 +126,7 @@ def prefill(decoder: Any, prompt: Prompt) -> tuple[StaticCache, torch.Tensor, to
     h = decoder.run_blocks(
         x + tr.wpe(pos), mask=cache.key_mask, cross_kv=cache.cross_kv, caches=cache.layers, positions=slots
     )
-    return cache, decoder.lm_head(h[:, -1]).float(), pos[:, -1:]
+    return cache, (head or decoder.lm_head)(h[:, -1]).float(), pos[:, -1:]
 
 
 def decode_step(
@@ -198,8 +202,9 @@ def generate(
     with torch.no_grad(), _CrossAttentionRecorder(decoder, layers) as recorder:
         prompt = prepare(decoder, image_embeds, input_ids, attention_mask, max_new_tokens)
         check_sampling_args(torch.zeros(prompt.ids.shape[0], 1), temperature, top_k, top_p, min_p)
-        step_fn = _compiled_step() if compile_step else decode_step
-        cache, logits, position = prefill(decoder, prompt)
+        fast = None if compile_step else FastStep.build(decoder, prompt.ids.shape[0] * num_beams)
+        step_fn = _compiled_step() if compile_step else (fast or decode_step)
+        cache, logits, position = prefill(decoder, prompt, head=None if fast is None else fast.lm_head)
         common = dict(max_new_tokens=max_new_tokens, eos=eos, pad=pad, repetition_penalty=repetition_penalty,
                       ngram=no_repeat_ngram_size, recorder=recorder, step_fn=step_fn, check_every=check_every)
         if num_beams > 1:
