@@ -134,7 +134,10 @@ def filter_probs(
         z, index = z.topk(int(top_k), dim=-1)  # (B, K) sorted, descending (temperature keeps the order)
     z = z.float()
     temp = _column(temperature, b, z)
-    z = z / torch.where(temp > 0, temp, torch.ones_like(temp)) if isinstance(temp, torch.Tensor) else z / temp
+    if isinstance(temp, torch.Tensor):
+        z = z / torch.where(temp > 0, temp, torch.ones_like(temp))
+    elif temp != 1.0:
+        z = z / temp
     if index is not None:
         probs = z.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
@@ -144,7 +147,7 @@ def filter_probs(
             z = _top_k_rows(z, top_k.reshape(b))
         probs = z.softmax(dim=-1)
         if not (is_number(top_p) and float(top_p) >= 1.0):
-            probs = probs * _nucleus(z, probs, _column(top_p, b, z))
+            probs = probs.masked_fill_(_outside_nucleus(z, probs, _column(top_p, b, z)), 0.0)
     if not (is_number(min_p) and float(min_p) == 0.0):
         probs = probs * (probs >= _column(min_p, b, z) * probs.amax(dim=-1, keepdim=True))
     return probs, index
@@ -158,33 +161,36 @@ def _top_k_rows(z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return z.masked_fill(~keep, float("-inf"))
 
 
-def _nucleus(z: torch.Tensor, probs: torch.Tensor, top_p: torch.Tensor | float) -> torch.Tensor:
-    """(B, V) bool, HF's top-p set: keep a token when the mass strictly above it is < top_p. No sort.
+def _outside_nucleus(z: torch.Tensor, probs: torch.Tensor, top_p: torch.Tensor | float) -> torch.Tensor:
+    """(B, V) bool, True outside HF's top-p set (a token is kept when the mass strictly above it is < top_p). No sort.
 
     Level 1 histograms the mass over 4096 bins of the 40 nats below the best logit and finds the bin where the mass
-    counted from the top reaches top_p. Level 2 partitions every token again: "above that bin", 4096 sub-bins of it
-    (2.4e-6 nats, the float32 spacing of logits near 10), "below it"; the cut is the sub-bin where the mass reaches
-    top_p, and every token up to it is kept (so the kept set is decided by one consistent partition).
+    counted from the top reaches top_p. Level 2 histograms the tokens of that bin over 4096 sub-bins (2.4e-6 nats,
+    the float32 spacing of logits near 10) and finds the sub-bin where the mass above the bin plus its sub-bins
+    reaches top_p; every token up to it is kept, so the kept set is decided by one consistent partition. The other
+    tokens enter level 2 with weight 0 at scattered sub-bins: piling them on one bin would serialise the scatter.
     """
-    weights = probs.double().flatten()  # float64 sums: the cut is as exact as the bins
-    depth = (z.amax(dim=-1, keepdim=True) - z).mul_(_BINS / _WINDOW)  # (B, V) level-1 bins below the best logit
-    cross1 = _crossing(depth.clamp(max=_BINS - 1).long(), weights, top_p, _BINS)  # (B, 1)
-    # level 2: 0 = above the crossing bin, 1..BINS = its sub-bins, BINS + 1 = below it
-    sub = depth.sub_(cross1).mul_(_BINS).clamp_(-1, _BINS).add_(1).long()  # (B, V)
-    cross2 = _crossing(sub, weights, top_p, _BINS + 2)  # (B, 1)
-    keep = sub <= cross2
+    scale = _BINS / _WINDOW
+    best = z.amax(dim=-1, keepdim=True) * scale  # (B, 1)
+    depth = torch.add(best, z, alpha=-scale).clamp_(0, _BINS - 1)  # (B, V) level-1 bins below the best logit
+    bins = depth.long()  # (B, V)
+    cum = _cumulative(bins, probs, _BINS)  # (B, BINS) float64: the cut is as exact as the bins
+    cross1 = (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=_BINS - 1)  # (B, 1)
+    above = torch.where(cross1 > 0, cum.gather(1, (cross1 - 1).clamp(min=0)), 0.0)  # (B, 1) mass above the bin
+    in_bin = bins == cross1  # (B, V)
+    sub = depth.sub_(cross1).mul_(_BINS).remainder_(_BINS).long()  # (B, V) sub-bin (exact inside the bin)
+    cum = above + _cumulative(sub, probs * in_bin, _BINS)  # (B, BINS)
+    cross2 = (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=_BINS - 1)  # (B, 1)
+    drop = (bins > cross1) | (in_bin & (sub > cross2))
     if isinstance(top_p, torch.Tensor):
-        keep = keep | (top_p >= 1.0)
-    return keep
+        drop = drop & (top_p < 1.0)
+    return drop
 
 
-def _crossing(bins: torch.Tensor, weights: torch.Tensor, top_p: torch.Tensor | float, nbins: int) -> torch.Tensor:
-    """The first bin (B, 1) whose cumulative mass (bins (B, V) in order, weights (B*V,)) reaches top_p."""
-    b = bins.shape[0]
-    offsets = torch.arange(b, device=bins.device)[:, None] * nbins  # (B, 1)
-    mass = torch.bincount((bins + offsets).flatten(), weights=weights, minlength=b * nbins).view(b, nbins)
-    cum = mass.cumsum(dim=-1)  # (B, n)
-    return (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=nbins - 1)
+def _cumulative(bins: torch.Tensor, weights: torch.Tensor, nbins: int) -> torch.Tensor:
+    """Cumulative mass (B, nbins) float64 of weights (B, V) histogrammed by bins (B, V) (float32 per bin)."""
+    mass = weights.new_zeros(bins.shape[0], nbins).scatter_add_(1, bins, weights)  # (B, n)
+    return mass.double().cumsum(dim=-1)
 
 
 def _column(value: Param, b: int, like: torch.Tensor) -> torch.Tensor | float:
