@@ -244,16 +244,16 @@ def _sample_loop(
     width = int(top_k) if fast_k else noise_width(logits.shape[-1])
     stopper = _EarlyStop(check_every, device)
     attentions = []
+    kw = {k: v for k, v in sampler.items() if k != "generator"}
     for step in range(max_new_tokens):
         logits = process_logits(logits, seq, seq_mask, length, repetition_penalty, ngram)
         noise = None
         if not greedy:
             noise = torch.empty(b, width, device=device).exponential_(generator=sampler["generator"])
-        kw = {k: v for k, v in sampler.items() if k != "generator"}
         token = sample_next_token(logits, noise=noise, **kw)  # (B,)
         logp = logits.log_softmax(dim=-1).gather(1, token[:, None])[:, 0]
-        scores = scores + torch.where(finished, torch.zeros_like(logp), logp)
-        token = torch.where(finished, torch.full_like(token, pad), token)
+        scores = scores + logp.masked_fill(finished, 0.0)
+        token = token.masked_fill(finished, pad)
         seq[:, p + step] = token
         seq_mask[:, p + step] = True
         attentions.append(recorder.last_query())
