@@ -187,21 +187,26 @@ def _outside_nucleus(z: torch.Tensor, probs: torch.Tensor, top_p: torch.Tensor |
     Level 1 histograms the mass over 4096 bins of the 40 nats below the best logit and finds the bin where the mass
     counted from the top reaches top_p. Level 2 histograms the tokens of that bin over 4096 sub-bins (2.4e-6 nats,
     the float32 spacing of logits near 10) and finds the sub-bin where the mass above the bin plus its sub-bins
-    reaches top_p; every token up to it is kept, so the kept set is decided by one consistent partition. The other
-    tokens enter level 2 with weight 0 at scattered sub-bins: piling them on one bin would serialise the scatter.
+    reaches top_p; every token up to it is kept, so the kept set is decided by one consistent partition.
+
+    Every per-token test after level 1 reads one float, t = (depth - bin) * 4096, the token's position in sub-bins
+    counted from the top of the crossing bin (exact inside it: depth - bin is exact there and 4096 a power of 2):
+    a token is in the bin when 0 <= t < 4096, in sub-bin floor(t), and dropped when t >= crossing sub-bin + 1
+    (every token of a deeper bin has t >= 4096). Float compares cost half of int64 ones here. The other tokens enter
+    level 2 with weight 0 at scattered sub-bins (floor(t) mod 4096, a bitwise and): piling them on one bin would
+    serialise the scatter.
     """
     scale = _BINS / _WINDOW
     best = z.amax(dim=-1, keepdim=True) * scale  # (B, 1)
-    depth = torch.add(best, z, alpha=-scale).clamp_(0, _BINS - 1)  # (B, V) level-1 bins below the best logit
-    bins = depth.long()  # (B, V)
-    cum = _cumulative(bins, probs, _BINS)  # (B, BINS) float64: the cut is as exact as the bins
+    depth = torch.add(best, z, alpha=-scale).clamp_(0, _BINS - 1)  # (B, V) level-1 position below the best logit
+    cum = _cumulative(depth.long(), probs, _BINS)  # (B, BINS) float64: the cut is as exact as the bins
     cross1 = (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=_BINS - 1)  # (B, 1)
     above = torch.where(cross1 > 0, cum.gather(1, (cross1 - 1).clamp(min=0)), 0.0)  # (B, 1) mass above the bin
-    in_bin = bins == cross1  # (B, V)
-    sub = depth.sub_(cross1).mul_(_BINS).remainder_(_BINS).long()  # (B, V) sub-bin (exact inside the bin)
-    cum = above + _cumulative(sub, probs * in_bin, _BINS)  # (B, BINS)
+    t = depth.sub_(cross1).mul_(_BINS)  # (B, V) sub-bins below the top of the crossing bin
+    in_bin = probs.masked_fill((t < 0) | (t >= _BINS), 0.0)  # (B, V) the mass of the crossing bin's tokens
+    cum = above + _cumulative(t.long().bitwise_and_(_BINS - 1), in_bin, _BINS)  # (B, BINS)
     cross2 = (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=_BINS - 1)  # (B, 1)
-    drop = (bins > cross1) | (in_bin & (sub > cross2))
+    drop = t >= cross2 + 1
     if isinstance(top_p, torch.Tensor):
         drop = drop & (top_p < 1.0)
     return drop
