@@ -90,7 +90,7 @@ def _measure(
     times: dict[str, list[float]] = {"vlblocks": [], "HF": []}
     for rep in range(args.warmup + args.reps):
         for label, fn in (("vlblocks", run_ours), ("HF", run_hf)):
-            t = timed(fn, device)
+            t = timed(fn, device, args.clock)
             if rep >= args.warmup:
                 times[label].append(t)
     return times
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="CPU only: wall clock, or this process's CPU time (steadier on a loaded machine)")
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--new-tokens", type=int, default=30)
@@ -132,7 +134,7 @@ def main() -> None:
     )
     print(
         f"\ngenerate, {args.new_tokens} new tokens, cross-attention over 197 image tokens ({where}; median of "
-        f"{args.reps} reps; copy bandwidth {bandwidth / 1e9:.1f} GB/s{'; compiled step' if args.compile else ''})\n"
+        f"{args.reps} reps, {args.clock} clock; copy bandwidth {bandwidth / 1e9:.1f} GB/s{'; compiled step' if args.compile else ''})\n"
     )
     print("| size | batch | decoding | vlblocks tok/s | HF tok/s | vs HF | floor tok/s | floor / vlblocks |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")

@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="CPU only: wall clock, or this process's CPU time (steadier on a loaded machine)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--vocab", type=int, default=50257)
     args = parser.parse_args()
@@ -96,7 +98,7 @@ def main() -> None:
         times: dict[str, list[float]] = {k: [] for k in runs}
         for rep in range(args.warmup + args.reps):
             for label, fn in runs.items():
-                t = timed(fn, device)
+                t = timed(fn, device, args.clock)
                 if rep >= args.warmup:
                     times[label].append(t)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
@@ -106,7 +108,7 @@ def main() -> None:
     where = device.type + (
         f", {args.threads} thread(s)" if device.type == "cpu" else f", {torch.cuda.get_device_name()}"
     )
-    print(f"\nsampling step, batch {args.batch} x vocab {args.vocab} ({where}; median of {args.reps} reps)\n")
+    print(f"\nsampling step, batch {args.batch} x vocab {args.vocab} ({where}; median of {args.reps} reps, {args.clock} clock)\n")
     print("| setting | implementation | ms / step | speed-up vs HF |")
     print("|---|---|---:|---:|")
     for name, label, ms, ratio in rows:

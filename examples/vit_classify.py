@@ -18,13 +18,17 @@ Commands:
 
 Writes --output-dir (runs/vit): run_config.json (so --eval-only / --resume / --ask need only the folder),
 metrics.jsonl, checkpoint/ (safetensors + JSON: the whole model, LoRA factors included), summary.json and
-predictions.png. A folder that holds a run is never overwritten: pass --resume or --overwrite.
+predictions.png; with --peft lora also adapter/ (the LoRA factors in peft's format:
+`peft.PeftModel.from_pretrained(timm_model, "runs/x/adapter")` reads it) and, with --peft lora / linear-probe,
+trained_modules.safetensors (the head and the encoder's buffers): `load_peft_run` rebuilds the model from the base
+weights and these two. A folder that holds a run is never overwritten: pass --resume or --overwrite.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -33,6 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlblocks import training as T
@@ -40,10 +45,10 @@ from vlblocks.data import ShapesWorld, load_image
 from vlblocks.data.collate import stack_images
 from vlblocks.encoders import ImageEncoder
 from vlblocks.heads import MLPHead
-from vlblocks.peft import apply_lora, mark_only_peft_trainable
+from vlblocks.peft import apply_lora, load_adapter, lora_layers, mark_only_peft_trainable, save_adapter
 from vlblocks.utils import count_parameters
 
-__all__ = ["ViTClassifier", "build_model", "load_run", "load_data"]
+__all__ = ["ViTClassifier", "build_model", "load_data", "load_peft_run", "load_run"]
 
 CONTROL = (
     "output_dir",
@@ -57,6 +62,7 @@ CONTROL = (
     "save_every",
 )
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+ADAPTER, MODULES = "adapter", "trained_modules.safetensors"  # PEFT runs: peft adapter folder, other trained tensors
 
 
 def parse_args(argv: list[str] | None = None):
@@ -267,6 +273,41 @@ def load_run(folder: str | Path) -> tuple[ViTClassifier, dict]:
     return model.eval(), config
 
 
+def trained_modules(model: ViTClassifier) -> dict[str, torch.Tensor]:
+    """What a PEFT run changed besides the LoRA factors, by state-dict key: the parameters that train (the head)
+    and every buffer (e.g. the conv stem's BatchNorm statistics, which move in train mode)."""
+    lora = {f"{name}.{p}" for name, _ in lora_layers(model) for p in ("lora_A", "lora_B")}
+    keep = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in keep - lora}
+
+
+def save_peft(model: ViTClassifier, out: Path, args) -> None:
+    """--peft lora: the LoRA factors of the timm / HF model as a peft adapter folder (keys `base_model.model.
+    blocks.0.attn.qkv.lora_A.weight`, ...); lora and linear-probe: the other trained tensors, written atomically."""
+    if args.peft == "lora":
+        base = None if args.model == "tiny-vit" else args.model
+        save_adapter(model.encoder.model, out / ADAPTER, base_model_name_or_path=base)
+    save_file(trained_modules(model), out / (MODULES + ".tmp"))
+    os.replace(out / (MODULES + ".tmp"), out / MODULES)
+
+
+def load_peft_run(folder: str | Path) -> tuple[ViTClassifier, dict]:
+    """A --peft lora / linear-probe run rebuilt without its checkpoint: the base model (the seeded init of a
+    from-scratch run, as in `main`, or the pretrained weights), then adapter/ and trained_modules.safetensors."""
+    config = T.load_run_config(folder, task="vit")
+    if config["args"]["peft"] == "full":
+        raise ValueError(f"{folder} is a full fine-tuning run: load it with load_run")
+    args = argparse.Namespace(**{**config["args"], "peft": "full"})  # no LoRA yet: load_adapter adds it
+    T.seed_everything(args.seed)
+    model = build_model(args, len(config["class_names"]))
+    if config["args"]["peft"] == "lora":
+        load_adapter(model.encoder.model, Path(folder) / ADAPTER)
+    result = model.load_state_dict(load_file(Path(folder) / MODULES), strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"{Path(folder) / MODULES} holds keys the model lacks: {result.unexpected_keys[:5]}")
+    return model.eval(), config
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -363,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         if dist.is_main:
             T.save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
+            if args.peft != "full":
+                save_peft(model, out, args)
 
     step, run_steps, code, stopped, metrics = state["step"], 0, 0, False, None
     epoch0, first = T.resume_position(step, steps_per_epoch)

@@ -3,6 +3,8 @@ alone, the learning check against the majority class, the PEFT modes on an image
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +111,39 @@ def test_peft_modes_on_an_image_folder(peft: str, trainable: str | None, tmp_pat
     proc = ok(run(["--ask", str(data / "red" / "0_3.png"), "--output-dir", str(out)], tiny=False))
     table = [x for x in proc.stdout.splitlines() if x.startswith("| ") and "probability" not in x]
     assert sorted(x.split("|")[1].strip() for x in table) == ["blue", "red"]
+    _check_peft_files(out, peft)
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("vit_classify", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_peft_files(out: Path, peft: str) -> None:
+    """The adapter folder (peft's format) + trained_modules.safetensors rebuild the run's model from its base."""
+    vc = _script()
+    assert (out / "adapter").is_dir() == (peft == "lora")
+    modules = load_file(out / vc.MODULES)
+    assert any(k.startswith("head.") for k in modules) and any("running_mean" in k for k in modules)
+    assert not any("lora_" in k for k in modules)
+    pixels = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    trained, config = vc.load_run(out)  # the whole checkpoint
+    fresh, _ = vc.load_peft_run(out)  # base model + adapter + trained modules
+    with torch.no_grad():
+        expected = trained(pixels)
+        torch.testing.assert_close(fresh(pixels), expected, rtol=0, atol=1e-6)
+        vc.T.seed_everything(config["args"]["seed"])  # control: the base model alone computes something else
+        base = vc.build_model(argparse.Namespace(**{**config["args"], "peft": "full"}), 2).eval()
+        assert (base(pixels) - expected).abs().max() > 1e-4
+        base.load_state_dict(modules, strict=False)
+        assert ((base(pixels) - expected).abs().max() > 1e-4) == (peft == "lora")  # LoRA: the adapter is missing
+        if peft == "lora":  # peft itself reads the adapter folder and gives the same logits
+            peft_lib = pytest.importorskip("peft")
+            assert json.loads((out / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+            peft_lib.PeftModel.from_pretrained(base.encoder.model, out / "adapter").eval()  # injects in place
+            torch.testing.assert_close(base(pixels), expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize(

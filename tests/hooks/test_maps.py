@@ -196,3 +196,29 @@ def test_pos_embed_similarity_of_a_tensor_with_a_rectangular_grid() -> None:
         position_embedding_similarity(table, grid=(2, 3), prefix_tokens=1)
     with pytest.raises(ValueError, match="cannot infer a square patch grid from 8"):
         position_embedding_similarity(table)
+
+
+def test_caption_maps_of_generate_read_each_word_over_the_patches() -> None:
+    """From `generate(..., return_cross_attentions=...)` to (B, T, h, w): layers averaged, heads fused, CLS dropped."""
+    from vlblocks.decoders import GPT2Decoder, GPT2DecoderConfig
+    from vlblocks.hooks import caption_attention_maps
+
+    torch.manual_seed(0)
+    dec = GPT2Decoder(GPT2DecoderConfig(vocab_size=20, n_positions=16, n_embd=16, n_layer=2, n_head=2,
+                                        cross_attention=True, bos_token_id=1, eos_token_id=2)).eval()
+    with torch.no_grad():
+        for p in dec.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    image = torch.randn(2, 1 + GH * GW, 16)
+    out = dec.generate(image, max_new_tokens=4, eos_token_id=None, return_cross_attentions=[0, 1])
+    maps = caption_attention_maps(out.cross_attentions, grid=(GH, GW), prefix_tokens=1)
+    assert maps.shape == (2, 4, GH, GW)
+    by_hand = (out.cross_attentions[0] + out.cross_attentions[1]) / 2  # (B, T, H, Ni)
+    torch.testing.assert_close(maps, by_hand.mean(2)[..., 1:].reshape(2, 4, GH, GW))
+    assert not torch.allclose(maps[:, 0], maps[:, 1])  # control: each word has its own map
+    one = caption_attention_maps(out.cross_attentions[1], grid=(GH, GW), head_fusion="max")
+    torch.testing.assert_close(one, out.cross_attentions[1].amax(2)[..., 1:].reshape(2, 4, GH, GW))
+    with pytest.raises(ValueError, match=r"1 \+ 16 image tokens for grid \(4, 4\), got 13"):
+        caption_attention_maps(out.cross_attentions, grid=4)
+    with pytest.raises(ValueError, match="return_cross_attentions"):
+        caption_attention_maps({}, grid=4)

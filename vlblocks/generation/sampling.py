@@ -24,11 +24,12 @@ import torch
 
 from vlblocks._checks import check_finite_number, check_nonneg_int, check_probability, is_int, is_number
 
-__all__ = ["filter_probs", "noise_width", "race", "sample_next_token"]
+__all__ = ["filter_probs", "greedy_token", "noise_width", "race", "sample_next_token"]
 
 Param = float | int | torch.Tensor
 
 _BINS = 4096  # histogram bins per level (two levels: 40 / 4096**2 = 2.4e-6 nats)
+_CHUNK = 256  # greedy_token: chunk width
 _WINDOW = 40.0  # tokens more than 40 nats below the best carry < V * e^-40 of the mass
 
 
@@ -63,7 +64,7 @@ def sample_next_token(
     """
     b = _check(logits, temperature, top_k, top_p, min_p)
     if is_number(temperature) and float(temperature) == 0.0:
-        return logits.argmax(dim=-1)
+        return greedy_token(logits)
     probs, index = filter_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     if noise is None:
         noise = torch.empty(b, noise_width(probs.shape[-1]), device=probs.device)
@@ -76,9 +77,28 @@ def sample_next_token(
     else:
         token = race(probs, noise)
     if isinstance(temperature, torch.Tensor):
-        greedy = index[:, 0] if index is not None else logits.argmax(dim=-1)
+        greedy = index[:, 0] if index is not None else greedy_token(logits)
         token = torch.where(temperature.reshape(b) == 0, greedy, token)
     return token
+
+
+def greedy_token(logits: torch.Tensor) -> torch.Tensor:
+    """`logits.argmax(dim=-1)` (B, V) -> (B,) (the first maximum), faster over a wide vocabulary.
+
+    torch's CPU argmax does not vectorise along the row; `amax` does. So the row is cut into chunks of 256: the first
+    chunk holding the row's maximum wins an argmax over the chunk maxima (the last V mod 256 tokens compete one by
+    one, after every chunk), then an argmax inside that chunk.
+    """
+    b, v = logits.shape
+    size = _CHUNK
+    chunks = v // size
+    if chunks < 16:
+        return logits.argmax(dim=-1)
+    main = logits[:, : chunks * size].view(b, chunks, size)  # (B, C, S)
+    best = torch.cat([main.amax(dim=-1), logits[:, chunks * size :]], dim=1).argmax(dim=-1)  # (B,) chunk or tail
+    chunk = best.clamp(max=chunks - 1)
+    inner = main.gather(1, chunk[:, None, None].expand(b, 1, size))[:, 0].argmax(dim=-1)  # (B,)
+    return torch.where(best < chunks, chunk * size + inner, best + (chunks * size - chunks))
 
 
 def noise_width(width: int) -> int:
@@ -134,7 +154,10 @@ def filter_probs(
         z, index = z.topk(int(top_k), dim=-1)  # (B, K) sorted, descending (temperature keeps the order)
     z = z.float()
     temp = _column(temperature, b, z)
-    z = z / torch.where(temp > 0, temp, torch.ones_like(temp)) if isinstance(temp, torch.Tensor) else z / temp
+    if isinstance(temp, torch.Tensor):
+        z = z / torch.where(temp > 0, temp, torch.ones_like(temp))
+    elif temp != 1.0:
+        z = z / temp
     if index is not None:
         probs = z.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
@@ -144,7 +167,7 @@ def filter_probs(
             z = _top_k_rows(z, top_k.reshape(b))
         probs = z.softmax(dim=-1)
         if not (is_number(top_p) and float(top_p) >= 1.0):
-            probs = probs * _nucleus(z, probs, _column(top_p, b, z))
+            probs = probs.masked_fill_(_outside_nucleus(z, probs, _column(top_p, b, z)), 0.0)
     if not (is_number(min_p) and float(min_p) == 0.0):
         probs = probs * (probs >= _column(min_p, b, z) * probs.amax(dim=-1, keepdim=True))
     return probs, index
@@ -158,33 +181,41 @@ def _top_k_rows(z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return z.masked_fill(~keep, float("-inf"))
 
 
-def _nucleus(z: torch.Tensor, probs: torch.Tensor, top_p: torch.Tensor | float) -> torch.Tensor:
-    """(B, V) bool, HF's top-p set: keep a token when the mass strictly above it is < top_p. No sort.
+def _outside_nucleus(z: torch.Tensor, probs: torch.Tensor, top_p: torch.Tensor | float) -> torch.Tensor:
+    """(B, V) bool, True outside HF's top-p set (a token is kept when the mass strictly above it is < top_p). No sort.
 
     Level 1 histograms the mass over 4096 bins of the 40 nats below the best logit and finds the bin where the mass
-    counted from the top reaches top_p. Level 2 partitions every token again: "above that bin", 4096 sub-bins of it
-    (2.4e-6 nats, the float32 spacing of logits near 10), "below it"; the cut is the sub-bin where the mass reaches
-    top_p, and every token up to it is kept (so the kept set is decided by one consistent partition).
+    counted from the top reaches top_p. Level 2 histograms the tokens of that bin over 4096 sub-bins (2.4e-6 nats,
+    the float32 spacing of logits near 10) and finds the sub-bin where the mass above the bin plus its sub-bins
+    reaches top_p; every token up to it is kept, so the kept set is decided by one consistent partition.
+
+    Every per-token test after level 1 reads one float, t = (depth - bin) * 4096, the token's position in sub-bins
+    counted from the top of the crossing bin (exact inside it: depth - bin is exact there and 4096 a power of 2):
+    a token is in the bin when 0 <= t < 4096, in sub-bin floor(t), and dropped when t >= crossing sub-bin + 1
+    (every token of a deeper bin has t >= 4096). Float compares cost half of int64 ones here. The other tokens enter
+    level 2 with weight 0 at scattered sub-bins (floor(t) mod 4096, a bitwise and): piling them on one bin would
+    serialise the scatter.
     """
-    weights = probs.double().flatten()  # float64 sums: the cut is as exact as the bins
-    depth = (z.amax(dim=-1, keepdim=True) - z).mul_(_BINS / _WINDOW)  # (B, V) level-1 bins below the best logit
-    cross1 = _crossing(depth.clamp(max=_BINS - 1).long(), weights, top_p, _BINS)  # (B, 1)
-    # level 2: 0 = above the crossing bin, 1..BINS = its sub-bins, BINS + 1 = below it
-    sub = depth.sub_(cross1).mul_(_BINS).clamp_(-1, _BINS).add_(1).long()  # (B, V)
-    cross2 = _crossing(sub, weights, top_p, _BINS + 2)  # (B, 1)
-    keep = sub <= cross2
+    scale = _BINS / _WINDOW
+    best = z.amax(dim=-1, keepdim=True) * scale  # (B, 1)
+    depth = torch.add(best, z, alpha=-scale).clamp_(0, _BINS - 1)  # (B, V) level-1 position below the best logit
+    cum = _cumulative(depth.long(), probs, _BINS)  # (B, BINS) float64: the cut is as exact as the bins
+    cross1 = (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=_BINS - 1)  # (B, 1)
+    above = torch.where(cross1 > 0, cum.gather(1, (cross1 - 1).clamp(min=0)), 0.0)  # (B, 1) mass above the bin
+    t = depth.sub_(cross1).mul_(_BINS)  # (B, V) sub-bins below the top of the crossing bin
+    in_bin = probs.masked_fill((t < 0) | (t >= _BINS), 0.0)  # (B, V) the mass of the crossing bin's tokens
+    cum = above + _cumulative(t.long().bitwise_and_(_BINS - 1), in_bin, _BINS)  # (B, BINS)
+    cross2 = (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=_BINS - 1)  # (B, 1)
+    drop = t >= cross2 + 1
     if isinstance(top_p, torch.Tensor):
-        keep = keep | (top_p >= 1.0)
-    return keep
+        drop = drop & (top_p < 1.0)
+    return drop
 
 
-def _crossing(bins: torch.Tensor, weights: torch.Tensor, top_p: torch.Tensor | float, nbins: int) -> torch.Tensor:
-    """The first bin (B, 1) whose cumulative mass (bins (B, V) in order, weights (B*V,)) reaches top_p."""
-    b = bins.shape[0]
-    offsets = torch.arange(b, device=bins.device)[:, None] * nbins  # (B, 1)
-    mass = torch.bincount((bins + offsets).flatten(), weights=weights, minlength=b * nbins).view(b, nbins)
-    cum = mass.cumsum(dim=-1)  # (B, n)
-    return (cum < top_p).sum(dim=-1, keepdim=True).clamp(max=nbins - 1)
+def _cumulative(bins: torch.Tensor, weights: torch.Tensor, nbins: int) -> torch.Tensor:
+    """Cumulative mass (B, nbins) float64 of weights (B, V) histogrammed by bins (B, V) (float32 per bin)."""
+    mass = weights.new_zeros(bins.shape[0], nbins).scatter_add_(1, bins, weights)  # (B, n)
+    return mass.double().cumsum(dim=-1)
 
 
 def _column(value: Param, b: int, like: torch.Tensor) -> torch.Tensor | float:

@@ -5,6 +5,9 @@
   Darcet et al. 2024) are dropped from the keys.
 - `attention_rollout`: attention rollout (Abnar & Zuidema 2020): per layer, heads fused, the lowest entries optionally
   discarded (never the CLS column), identity added for the residual, rows renormalised, layers multiplied.
+- `caption_attention_maps`: per generated word, the decoder's cross-attention to the image patches, as (B, T, h, w)
+  grids (the per-word figure of Xu et al. 2015, "Show, Attend and Tell"), from
+  `GPT2Decoder.generate(..., return_cross_attentions=layers).cross_attentions`.
 - `position_embedding_similarity`: cosine similarity of each patch position's embedding to all others, one (h, w) map
   per position (the grid-of-grids figure of Dosovitskiy et al. 2021, Fig. 7).
 
@@ -21,7 +24,7 @@ from torch import nn
 
 from vlblocks._checks import check_choice, check_nonneg_int, check_probability, check_tensor
 
-__all__ = ["attention_rollout", "cls_attention_map", "position_embedding_similarity"]
+__all__ = ["attention_rollout", "caption_attention_maps", "cls_attention_map", "position_embedding_similarity"]
 
 HEAD_FUSIONS = ("mean", "max", "min")
 
@@ -77,6 +80,47 @@ def cls_attention_map(
         raise ValueError(f"query must index the {nq} recorded query rows, got {query}")
     row = _fuse_heads(maps, head_fusion)[:, query, prefix_tokens:]  # (B, h*w)
     return row.reshape(-1, h, w)  # (B, h, w)
+
+
+def caption_attention_maps(
+    cross_attentions: Mapping[int, torch.Tensor] | torch.Tensor,
+    *,
+    grid: int | Sequence[int],
+    prefix_tokens: int = 1,
+    head_fusion: str = "mean",
+) -> torch.Tensor:
+    """Per generated token, the cross-attention to the image's patch tokens, laid out on the patch grid.
+
+    Args:
+        cross_attentions: {layer: (B, T, H, Ni)} as `GPT2Decoder.generate(..., return_cross_attentions=layers)`
+            returns them (the layers are averaged), or one (B, T, H, Ni) tensor.
+        grid: patch grid (h, w) (an int for a square grid); Ni must be prefix_tokens + h*w.
+        prefix_tokens: image tokens before the patches (1: the ViT's CLS token; 0 for patch-only encoders).
+        head_fusion: how heads are combined: "mean", "max" or "min".
+
+    Returns:
+        (B, T, h, w), not renormalised. Steps after a row's eos hold that row's later queries (or zeros after an
+        early stop); `attention_grid(image, maps[b, :n], titles=words)` draws the figure.
+    """
+    if isinstance(cross_attentions, Mapping):
+        if not cross_attentions:
+            raise ValueError("cross_attentions is empty: pass return_cross_attentions=[layers] to generate")
+        stacked = torch.stack([cross_attentions[k] for k in sorted(cross_attentions)])  # (layers, B, T, H, Ni)
+        maps = stacked.mean(dim=0)
+    else:
+        maps = cross_attentions
+    check_tensor("cross_attentions", maps, ndim=4, dtype="float", shape="(B, T, H, Ni)")
+    b, t, _, nk = maps.shape
+    h, w = _grid(grid)
+    check_nonneg_int("prefix_tokens", prefix_tokens)
+    check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
+    if nk != prefix_tokens + h * w:
+        raise ValueError(
+            f"cross_attentions must have prefix_tokens + h*w = {prefix_tokens} + {h * w} image tokens for grid "
+            f"{(h, w)}, got {nk}"
+        )
+    fused = _fuse_heads(maps.transpose(1, 2), head_fusion)  # (B, T, Ni)
+    return fused[..., prefix_tokens:].reshape(b, t, h, w)  # (B, T, h, w)
 
 
 def attention_rollout(

@@ -4,9 +4,9 @@
 built-in colormap (no matplotlib needed). `attention_grid` draws the image and then one titled overlay per map: one per
 layer, per token, or per generated word (the caption figure of Xu et al. 2015, "Show, Attend and Tell").
 
-Caption attention (one panel per generated word from `GPT2Decoder.generate(..., return_cross_attentions=...)`) is not
-here yet: it waits for the decoder's generate API. With per-word maps of shape (T, h, w) in hand, `attention_grid(image,
-maps, titles=words)` already draws that figure.
+Caption attention: `vlblocks.hooks.caption_attention_maps` turns `GPT2Decoder.generate(...,
+return_cross_attentions=layers).cross_attentions` into per-word maps (B, T, h, w); `attention_grid(image, maps[b],
+titles=words)` draws the figure, one panel per word.
 
 Shapes: h, w heatmap grid; H, W image height and width; K panels.
 """
