@@ -180,9 +180,8 @@ def _tiny_retrieval_run(folder: Path) -> None:
     world = ShapesWorld("val", num_scenes=20, image_size=32)
     tokenizer = build_word_tokenizer([c for caps in world.captions().references().values() for c in caps])
     preset = RetrievalPreset(image_size=32, patch_size=8, dim=16, embed_dim=8, text_depth=1, max_length=24)
-    torch.manual_seed(
-        1
-    )  # a seed whose random embeddings have positive cosines (CLIP-S clamps negatives to 0)
+    # a seed whose random embeddings have positive cosines (CLIP-S clamps negatives to 0)
+    torch.manual_seed(1)
     model = build_dual_encoder(preset, tokenizer=tokenizer)
     folder.mkdir()
     save_run_config(folder, task="retrieval", args=argparse.Namespace(), model=preset.to_dict())
