@@ -79,34 +79,45 @@ def token_ids(sentences: list[str], *, sep: str | None = None) -> tuple[np.ndarr
 def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
     """Count the 1..n-grams of every sentence (whitespace-split) with dense ids shared by all sentences.
 
-    Order by order, each k-gram gets an exact integer code (the (k-1)-gram code times the vocabulary size plus
-    the next token); one ``np.sort`` of ``code * S + sentence`` then yields the distinct (gram, sentence) pairs
-    as runs, their counts as run lengths and the dense gram ids as a cumulative sum. No hashing, no collisions.
+    The k-gram at token t is (token t, (k-1)-gram at t + 1). The positions of the (k-1)-grams sorted by gram (ties
+    by position) come from the previous order; shifted one token left they are sorted by the k-grams' second part,
+    and one *stable* sort by the first token (a radix sort of 16-bit ids) then sorts them by k-gram, ties still by
+    position, hence by sentence. The distinct (gram, sentence) pairs are then runs, their counts run lengths and
+    the dense gram ids a cumulative sum: exact integer ids, no hashing, and no comparison sort.
     """
     tok, length, vocab_size = token_ids(sentences)  # (T,), (S,)
-    num_sent = max(len(sentences), 1)
+    num_tok = tok.size
     sent_of_tok = np.repeat(np.arange(len(sentences), dtype=np.int64), length)  # (T,)
-    remaining = length[sent_of_tok] - (np.arange(tok.size) - np.repeat(np.cumsum(length) - length, length))
-    base = max(vocab_size, 1)
-    codes, size, uniq = tok.copy(), base, None
+    remaining = length[sent_of_tok] - (np.arange(num_tok) - np.repeat(np.cumsum(length) - length, length))
+    key_tok = tok.astype(np.uint16) if vocab_size <= 2**16 else tok  # radix sort for 16-bit ids
+    pos, gram_of_pos = np.arange(num_tok), np.zeros(num_tok, dtype=np.int64)  # (T,), dense ids by position
     sents, grams, counts, orders, offset = [], [], [], [], 0
     for k in range(1, n + 1):
         if k > 1:
-            if size * base * num_sent >= _LIMIT and uniq.size:  # re-densify the (k-1)-gram codes
-                codes = np.searchsorted(uniq, np.where(remaining >= k - 1, codes, uniq[0]))
-                size = uniq.size
-            nxt = np.zeros(tok.size, dtype=np.int64)
-            nxt[: max(tok.size - k + 1, 0)] = tok[k - 1 :]
-            codes, size = codes * base + nxt, size * base  # exact: codes < size
-        valid = remaining >= k
-        code, sent, count = _pair_runs(codes[valid], sent_of_tok[valid], size, num_sent)
-        new = np.r_[True, code[1:] != code[:-1]] if code.size else np.zeros(0, dtype=bool)
-        uniq = code[new]
-        sents.append(sent)
-        grams.append(np.cumsum(new) - 1 + offset)
-        counts.append(count)
-        orders.append(np.full(uniq.size, k - 1, dtype=np.int64))
-        offset += uniq.size
+            pos = pos[pos > 0] - 1  # the (k-1)-grams sorted by gram, shifted: sorted by the k-grams' tail
+            pos = pos[remaining[pos] >= k]
+            tail = gram_of_pos[pos + 1]
+        else:
+            tail = np.zeros(num_tok, dtype=np.int64)
+        by = np.argsort(key_tok[pos], kind="stable")  # (P,): by first token, the tail order kept
+        pos, tail = pos[by], tail[by]
+        head = tok[pos]
+        new_gram = np.empty(pos.size, dtype=bool)
+        new_gram[:1] = True
+        new_gram[1:] = (head[1:] != head[:-1]) | (tail[1:] != tail[:-1])
+        gram = np.cumsum(new_gram) - 1  # (P,) dense ids of this order
+        gram_of_pos = np.zeros(num_tok, dtype=np.int64)
+        gram_of_pos[pos] = gram
+        sent = sent_of_tok[pos]
+        row_start = new_gram.copy()
+        row_start[1:] |= sent[1:] != sent[:-1]
+        starts = np.flatnonzero(row_start)
+        num_grams = int(gram[-1]) + 1 if gram.size else 0
+        sents.append(sent[starts])
+        grams.append(gram[starts] + offset)
+        counts.append(np.diff(starts, append=pos.size))
+        orders.append(np.full(num_grams, k - 1, dtype=np.int64))
+        offset += num_grams
     order = np.concatenate(orders)
     return NgramTable(
         np.concatenate(sents), np.concatenate(grams), np.concatenate(counts), order, length, order.size
@@ -224,14 +235,24 @@ def cider_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n
     norm = np.sqrt(np.bincount(table.sent * n + order, weights=value**2, minlength=len(table.length) * n))
     norm = norm.reshape(-1, n)  # (S, n)
     cand_rows = ~is_ref
+    ref_key = key[is_ref]  # sorted; the reference rows of one (gram, image) are contiguous
     cand_key = key[cand_rows]  # sorted and unique: one candidate per image
-    hyp = _lookup(cand_key, value[cand_rows], key[is_ref])
-    ref_value = value[is_ref]
-    dot = np.bincount(
-        table.sent[is_ref] * n + order[is_ref],
-        weights=np.minimum(hyp, ref_value) * ref_value,
-        minlength=num_refs * n,
-    ).reshape(num_refs, n)
+    # from the candidate side: each candidate row meets the reference rows [lo, hi) of its (gram, image)
+    lo, hi = np.searchsorted(ref_key, cand_key, "left"), np.searchsorted(ref_key, cand_key, "right")
+    hits = hi - lo
+    rows = np.repeat(lo - np.cumsum(hits) + hits, hits) + np.arange(int(hits.sum()))  # (M,) matched ref rows
+    hyp = np.repeat(value[cand_rows], hits)  # (M,)
+    ref_rows = np.flatnonzero(is_ref)[rows]
+    ref_value = value[ref_rows]
+    dot = (
+        np.bincount(
+            table.sent[ref_rows] * n + order[ref_rows],
+            weights=np.minimum(hyp, ref_value) * ref_value,
+            minlength=num_refs * n,
+        )
+        .reshape(num_refs, n)
+        .astype(np.float64, copy=False)
+    )  # (R, n); float even when nothing matched
     norm_h, norm_r = norm[num_refs:][image_of_ref], norm[:num_refs]
     both = (norm_h != 0) & (norm_r != 0)
     dot[both] /= norm_h[both] * norm_r[both]
