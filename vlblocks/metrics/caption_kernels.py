@@ -5,9 +5,11 @@ These compute, with numpy over the whole corpus at once, exactly what coco-capti
 BLEU; Vedantam et al. 2015, CIDEr; Lin 2004, ROUGE). They take already tokenised, already validated inputs;
 the public functions with input checks and result objects are in ``vlblocks.metrics.caption``.
 
-Every n-gram of every sentence gets an exact integer code, so counting becomes sorting and ``bincount``: the
-n-gram counts of the sentences are the run lengths of the sorted ``code * S + sentence`` keys, and the rows come out
-sorted by gram then sentence, so every later per-image grouping (key ``gram * I + image``) is already sorted.
+Every n-gram of every sentence gets an exact dense integer id, so counting becomes sorting and ``bincount``: the
+positions of the k-grams are sorted by gram (ties by position) with one stable radix sort of 16-bit token ids per
+order, built on the order k - 1 (a k-gram is a token followed by a (k-1)-gram); the distinct (gram, sentence) pairs
+are then runs, and the rows come out sorted by gram then sentence, so every later per-image grouping (key
+``gram * I + image``) is already sorted. The candidate side then finds its reference rows by binary search.
 ROUGE-L's longest common subsequence uses the bit-parallel algorithm (Allison & Dix 1986, Hyyrö 2004) on all
 (candidate, reference) pairs at once, one 64-bit word per pair.
 
@@ -46,7 +48,7 @@ class NgramTable:
 
 
 _SENTINEL = "\x00\x01sentence-break\x01\x00"
-_LIMIT = 2**62  # packed integer keys stay below this, so products never overflow int64
+_RADIX_VOCAB = 2**16  # token ids below this sort as uint16 (numpy's radix sort); larger ones as int64
 
 
 def token_ids(sentences: list[str], *, sep: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
@@ -89,7 +91,7 @@ def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
     num_tok = tok.size
     sent_of_tok = np.repeat(np.arange(len(sentences), dtype=np.int64), length)  # (T,)
     remaining = length[sent_of_tok] - (np.arange(num_tok) - np.repeat(np.cumsum(length) - length, length))
-    key_tok = tok.astype(np.uint16) if vocab_size <= 2**16 else tok  # radix sort for 16-bit ids
+    key_tok = tok.astype(np.uint16) if vocab_size <= _RADIX_VOCAB else tok  # radix sort for 16-bit ids
     pos, gram_of_pos = np.arange(num_tok), np.zeros(num_tok, dtype=np.int64)  # (T,), dense ids by position
     sents, grams, counts, orders, offset = [], [], [], [], 0
     for k in range(1, n + 1):
@@ -124,35 +126,22 @@ def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
     )
 
 
-def _pair_runs(code: np.ndarray, sent: np.ndarray, size: int, num_sent: int):
-    """Distinct (code, sentence) pairs sorted by code then sentence, with their counts."""
-    if code.size == 0:
-        return code, sent, code
-    if size * num_sent < _LIMIT:
-        key = np.sort(code * num_sent + sent)
-        starts = _run_starts(key[1:] != key[:-1])
-        return key[starts] // num_sent, key[starts] % num_sent, np.diff(starts, append=key.size)
-    by = np.lexsort((sent, code))  # codes too large to pack with the sentence: a slower two-key sort
-    code, sent = code[by], sent[by]
-    starts = _run_starts((code[1:] != code[:-1]) | (sent[1:] != sent[:-1]))
-    return code[starts], sent[starts], np.diff(starts, append=code.size)
-
-
-def _run_starts(changed: np.ndarray) -> np.ndarray:
-    """Start indices of the runs of a sorted array, from ``changed`` = (a[1:] != a[:-1])."""
-    starts = np.empty(changed.size + 1, dtype=np.int64)
-    starts[0] = 0
-    nz = np.flatnonzero(changed)
-    starts[1 : nz.size + 1] = nz + 1
-    return starts[: nz.size + 1]
-
-
 def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
     """values[keys == query] for each query (0 where the key is absent); ``keys`` sorted and unique."""
     if keys.size == 0:
         return np.zeros(query.shape, dtype=values.dtype)
     pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
     return np.where(keys[pos] == query, values[pos], 0)
+
+
+def _matching_ref_rows(key: np.ndarray, is_ref: np.ndarray, cand_rows: np.ndarray):
+    """(table rows of the references that share a candidate row's (gram, image) key (M,), ascending; their number
+    per candidate row). The reference keys are sorted, so each candidate row meets one contiguous range."""
+    ref_key, cand_key = key[is_ref], key[cand_rows]
+    lo, hi = np.searchsorted(ref_key, cand_key, "left"), np.searchsorted(ref_key, cand_key, "right")
+    hits = hi - lo
+    rows = np.repeat(lo - np.cumsum(hits) + hits, hits) + np.arange(int(hits.sum()))  # (M,) into ref_key
+    return np.flatnonzero(is_ref)[rows], hits
 
 
 def _split_rows(table: NgramTable, image_of_sent: np.ndarray, num_refs: int, num_images: int):
@@ -172,9 +161,14 @@ def bleu_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n:
     num_refs = image_of_ref.size
     image_of_sent = np.concatenate([image_of_ref, np.arange(num_images)])  # (S,)
     is_ref, key = _split_rows(table, image_of_sent, num_refs, num_images)
-    max_key, max_count = _ref_max(key[is_ref], table.count[is_ref])
     cand_rows = ~is_ref
-    clipped = np.minimum(table.count[cand_rows], _lookup(max_key, max_count, key[cand_rows]))
+    ref_rows, hits = _matching_ref_rows(key, is_ref, cand_rows)
+    max_count = np.zeros(hits.size, dtype=np.int64)  # per candidate row: the maximum count over the references
+    has = hits > 0
+    if ref_rows.size:
+        group_start = (np.cumsum(hits) - hits)[has]
+        max_count[has] = np.maximum.reduceat(table.count[ref_rows], group_start)
+    clipped = np.minimum(table.count[cand_rows], max_count)
     cand_image = table.sent[cand_rows] - num_refs
     order = table.order[table.gram[cand_rows]]
     correct = np.bincount(cand_image * n + order, weights=clipped, minlength=num_images * n).reshape(
@@ -235,14 +229,8 @@ def cider_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n
     norm = np.sqrt(np.bincount(table.sent * n + order, weights=value**2, minlength=len(table.length) * n))
     norm = norm.reshape(-1, n)  # (S, n)
     cand_rows = ~is_ref
-    ref_key = key[is_ref]  # sorted; the reference rows of one (gram, image) are contiguous
-    cand_key = key[cand_rows]  # sorted and unique: one candidate per image
-    # from the candidate side: each candidate row meets the reference rows [lo, hi) of its (gram, image)
-    lo, hi = np.searchsorted(ref_key, cand_key, "left"), np.searchsorted(ref_key, cand_key, "right")
-    hits = hi - lo
-    rows = np.repeat(lo - np.cumsum(hits) + hits, hits) + np.arange(int(hits.sum()))  # (M,) matched ref rows
+    ref_rows, hits = _matching_ref_rows(key, is_ref, cand_rows)
     hyp = np.repeat(value[cand_rows], hits)  # (M,)
-    ref_rows = np.flatnonzero(is_ref)[rows]
     ref_value = value[ref_rows]
     dot = (
         np.bincount(
