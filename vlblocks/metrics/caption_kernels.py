@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vlblocks.metrics.token_codes import ascii_token_ids
+
 __all__ = ["NgramTable", "bleu_kernel", "build_ngram_table", "cider_kernel", "rouge_kernel"]
 
 _TINY = 1e-15  # coco-caption's BLEU constants
@@ -54,8 +56,12 @@ _RADIX_VOCAB = 2**16  # token ids below this sort as uint16 (numpy's radix sort)
 def token_ids(sentences: list[str], *, sep: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """(token ids (T,), tokens per sentence (S,), vocabulary size) of ``s.split(sep)`` for every sentence.
 
-    All sentences are split in one ``str.split`` call on their concatenation with a sentinel token between them.
+    Plain ASCII text is split on its bytes with numpy (``token_codes.ascii_token_ids``); other text in one
+    ``str.split`` call on the concatenation of the sentences with a sentinel token between them.
     """
+    fast = ascii_token_ids(sentences, sep=sep)
+    if fast is not None:
+        return fast
     joiner = f" {_SENTINEL} "
     flat = joiner.join(sentences).split(sep)
     vocab = {t: i for i, t in enumerate(dict.fromkeys(flat))}
@@ -163,7 +169,9 @@ def bleu_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n:
     is_ref, key = _split_rows(table, image_of_sent, num_refs, num_images)
     cand_rows = ~is_ref
     ref_rows, hits = _matching_ref_rows(key, is_ref, cand_rows)
-    max_count = np.zeros(hits.size, dtype=np.int64)  # per candidate row: the maximum count over the references
+    max_count = np.zeros(
+        hits.size, dtype=np.int64
+    )  # per candidate row: the maximum count over the references
     has = hits > 0
     if ref_rows.size:
         group_start = (np.cumsum(hits) - hits)[has]
