@@ -96,25 +96,23 @@ def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
     tok, length, vocab_size = token_ids(sentences)  # (T,), (S,)
     num_tok = tok.size
     sent_of_tok = np.repeat(np.arange(len(sentences), dtype=np.int64), length)  # (T,)
-    remaining = length[sent_of_tok] - (np.arange(num_tok) - np.repeat(np.cumsum(length) - length, length))
+    first_of_sent = np.zeros(num_tok, dtype=bool)  # (T,) the first token of its sentence
+    first_of_sent[(np.cumsum(length) - length)[length > 0]] = True
     key_tok = tok.astype(np.uint16) if vocab_size <= _RADIX_VOCAB else tok  # radix sort for 16-bit ids
-    pos, gram_of_pos = np.arange(num_tok), np.zeros(num_tok, dtype=np.int64)  # (T,), dense ids by position
+    pos = np.argsort(key_tok, kind="stable")  # (T,) the unigrams sorted by token, ties by position
+    tail = pos[:0]  # the dense id of the (k-1)-gram after each position of pos (k > 1)
+    gram_of_pos = np.empty(
+        num_tok, dtype=np.int64
+    )  # dense id of the gram (of the current order) at a position
     sents, grams, counts, orders, offset = [], [], [], [], 0
     for k in range(1, n + 1):
-        if k > 1:
-            pos = pos[pos > 0] - 1  # the (k-1)-grams sorted by gram, shifted: sorted by the k-grams' tail
-            pos = pos[remaining[pos] >= k]
-            tail = gram_of_pos[pos + 1]
-        else:
-            tail = np.zeros(num_tok, dtype=np.int64)
-        by = np.argsort(key_tok[pos], kind="stable")  # (P,): by first token, the tail order kept
-        pos, tail = pos[by], tail[by]
         head = tok[pos]
         new_gram = np.empty(pos.size, dtype=bool)
         new_gram[:1] = True
-        new_gram[1:] = (head[1:] != head[:-1]) | (tail[1:] != tail[:-1])
+        np.not_equal(head[1:], head[:-1], out=new_gram[1:])
+        if k > 1:
+            new_gram[1:] |= tail[1:] != tail[:-1]
         gram = np.cumsum(new_gram) - 1  # (P,) dense ids of this order
-        gram_of_pos = np.zeros(num_tok, dtype=np.int64)
         gram_of_pos[pos] = gram
         sent = sent_of_tok[pos]
         row_start = new_gram.copy()
@@ -123,9 +121,17 @@ def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
         num_grams = int(gram[-1]) + 1 if gram.size else 0
         sents.append(sent[starts])
         grams.append(gram[starts] + offset)
-        counts.append(np.diff(starts, append=pos.size))
+        count = np.empty(starts.size, dtype=np.int64)
+        count[:-1] = starts[1:] - starts[:-1]
+        count[-1:] = pos.size - starts[-1:]
+        counts.append(count)
         orders.append(np.full(num_grams, k - 1, dtype=np.int64))
         offset += num_grams
+        if k < n:  # the (k+1)-grams: a token then a k-gram; start one token left of a k-gram, in the sentence
+            pos = pos[~first_of_sent[pos]] - 1  # still sorted by the (k+1)-grams' tail, ties by position
+            tail = gram_of_pos[pos + 1]
+            by = np.argsort(key_tok[pos], kind="stable")  # (P,): by first token, the tail order kept
+            pos, tail = pos[by], tail[by]
     order = np.concatenate(orders)
     return NgramTable(
         np.concatenate(sents), np.concatenate(grams), np.concatenate(counts), order, length, order.size
