@@ -60,3 +60,30 @@ def test_both_sort_paths_give_the_same_table(monkeypatch) -> None:
         assert np.array_equal(getattr(radix, name), getattr(wide, name)), name
     control = K.build_ngram_table(sentences[:-1] + ["w1 w2"], 4)
     assert not np.array_equal(control.count, radix.count) or control.sent.size != radix.sent.size
+
+
+def test_matching_only_table_keeps_what_can_match() -> None:
+    """With image_of_ref, the references keep exactly their n-grams made of tokens of their image's candidate."""
+    refs = [["a dog runs on grass", "the dog"], ["a cat", "cat on a mat"]]
+    cands = ["a dog on grass", "the cat"]
+    sentences = [r for rs in refs for r in rs] + cands
+    image_of_ref = np.array([0, 0, 1, 1])
+    table = K.build_ngram_table(sentences, 4, image_of_ref=image_of_ref)
+    expected = Counter()
+    for s, text in enumerate(sentences):
+        own = set(cands[image_of_ref[s]].split()) if s < 4 else set(text.split())
+        words = text.split()
+        for k in range(1, 5):
+            for i in range(len(words) - k + 1):
+                if set(words[i : i + k]) <= own:
+                    expected[(s, tuple(words[i : i + k]))] += 1
+    rows: dict[tuple[str, ...], set] = {}
+    for (s, gram), c in expected.items():
+        rows.setdefault(gram, set()).add((s, c))
+    assert signatures(table) == sorted((len(g) - 1, sorted(r)) for g, r in rows.items())
+    assert table.length.tolist() == [
+        len(s.split()) for s in sentences
+    ]  # true lengths, for the brevity penalty
+    assert signatures(table) != signatures(
+        K.build_ngram_table(sentences, 4)
+    )  # control: something was left out

@@ -169,14 +169,15 @@ def _tokenized(references: References, candidates: Candidates, tokenize: bool):
     return ids, refs, cand
 
 
-def _ngram_inputs(refs: list[list[str]], cand: list[str], n: int):
+def _ngram_inputs(refs: list[list[str]], cand: list[str], n: int, *, matching_only: bool = False):
     sentences = [r for rs in refs for r in rs] + cand
     image_of_ref = np.repeat(np.arange(len(refs), dtype=np.int64), [len(rs) for rs in refs])
-    return build_ngram_table(sentences, n), image_of_ref
+    table = build_ngram_table(sentences, n, image_of_ref=image_of_ref if matching_only else None)
+    return table, image_of_ref
 
 
 def _bleu(ids, refs, cand, n: int) -> BleuResult:
-    table, image_of_ref = _ngram_inputs(refs, cand, n)
+    table, image_of_ref = _ngram_inputs(refs, cand, n, matching_only=True)
     scores, per_image = bleu_kernel(table, image_of_ref, len(ids), n)
     return BleuResult(tuple(float(s) for s in scores), ids, per_image)
 

@@ -84,8 +84,12 @@ def token_ids(sentences: list[str], *, sep: str | None = None) -> tuple[np.ndarr
     return ids[keep], length, len(vocab)
 
 
-def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
+def build_ngram_table(sentences: list[str], n: int, *, image_of_ref: np.ndarray | None = None) -> NgramTable:
     """Count the 1..n-grams of every sentence (whitespace-split) with dense ids shared by all sentences.
+
+    With ``image_of_ref`` (R,) (the sentences being R references, then one candidate per image), the reference
+    n-grams holding a token absent from their image's candidate are left out: they can match nothing, and BLEU
+    only needs the candidates' n-grams and their counts in the references.
 
     The k-gram at token t is (token t, (k-1)-gram at t + 1). The positions of the (k-1)-grams sorted by gram (ties
     by position) come from the previous order; shifted one token left they are sorted by the k-grams' second part,
@@ -99,7 +103,14 @@ def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
     first_of_sent = np.zeros(num_tok, dtype=bool)  # (T,) the first token of its sentence
     first_of_sent[(np.cumsum(length) - length)[length > 0]] = True
     key_tok = tok.astype(np.uint16) if vocab_size <= _RADIX_VOCAB else tok  # radix sort for 16-bit ids
-    pos = np.argsort(key_tok, kind="stable")  # (T,) the unigrams sorted by token, ties by position
+    if image_of_ref is None:
+        pos = np.argsort(key_tok, kind="stable")  # (T,) the unigrams sorted by token, ties by position
+    else:
+        image_of_sent = np.concatenate([image_of_ref, np.arange(len(sentences) - image_of_ref.size)])  # (S,)
+        kept = _in_own_candidate(tok, sent_of_tok, image_of_sent, image_of_ref.size, max(vocab_size, 1))
+        first_of_sent[1:] |= ~kept[:-1]  # a kept token after a dropped one starts an n-gram chain
+        pos = np.flatnonzero(kept)
+        pos = pos[np.argsort(key_tok[pos], kind="stable")]
     tail = pos[:0]  # the dense id of the (k-1)-gram after each position of pos (k > 1)
     gram_of_pos = np.empty(
         num_tok, dtype=np.int64
@@ -136,6 +147,16 @@ def build_ngram_table(sentences: list[str], n: int) -> NgramTable:
     return NgramTable(
         np.concatenate(sents), np.concatenate(grams), np.concatenate(counts), order, length, order.size
     )
+
+
+def _in_own_candidate(tok, sent_of_tok, image_of_sent, num_refs: int, vocab_size: int) -> np.ndarray:
+    """(T,) bool: the token occurs in the candidate of its sentence's image (candidates: True)."""
+    key = image_of_sent[sent_of_tok] * vocab_size + tok  # (T,) exact: tok < vocab_size
+    is_ref = sent_of_tok < num_refs
+    cand_keys = np.unique(key[~is_ref])
+    kept = np.ones(tok.size, dtype=bool)
+    kept[is_ref] = _lookup(cand_keys, np.ones(cand_keys.size, dtype=bool), key[is_ref])
+    return kept
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
