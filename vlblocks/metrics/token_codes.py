@@ -27,6 +27,7 @@ _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtyp
 _LONG = np.uint64(1 << 63)  # codes of tokens longer than 8 bytes (packed ASCII codes keep this bit 0)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MAX_ROUNDS = 64
+_SMALL_TABLE_BITS = 16  # 65,536 slots (512 KiB): enough for the vocabulary of most caption sets
 
 
 def ascii_token_ids(
@@ -59,10 +60,11 @@ def ascii_token_ids(
             seen.setdefault(text[a:b], len(seen)) for a, b in zip(starts[long].tolist(), ends[long].tolist())
         ]
         codes[long] = np.asarray(ids, dtype=np.uint64) | _LONG
-    dense = _number_codes(codes)
-    if dense is None:
-        return None
-    return dense[0], length, dense[1]
+    for bits in (_SMALL_TABLE_BITS, int(codes.size).bit_length() + 1):  # a cache-sized table, then a sure one
+        dense = _number_codes(codes, max(bits, 8))
+        if dense is not None:
+            return dense[0], length, dense[1]
+    return None
 
 
 def _runs(is_ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,13 +73,14 @@ def _runs(is_ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(edge == -1), np.flatnonzero(edge == 1)
 
 
-def _number_codes(codes: np.ndarray) -> tuple[np.ndarray, int] | None:
-    """Dense ids of uint64 codes, equal ids for equal codes, via a hash table with vectorised linear probing.
+def _number_codes(codes: np.ndarray, bits: int) -> tuple[np.ndarray, int] | None:
+    """Dense ids of uint64 codes, equal ids for equal codes, via a hash table of 2**bits slots with vectorised
+    linear probing.
 
     Each round, the unplaced codes look at their slot: where it is free one of them claims it; a code finding its
-    own value there is placed; the others move to the next slot. None if the rounds do not converge.
+    own value there is placed; the others move to the next slot. None if the rounds do not converge (or the table
+    is more than half full, which makes probing slow).
     """
-    bits = max(8, int(codes.size).bit_length() + 1)  # at least twice as many slots as codes
     slots = 1 << bits
     table = np.zeros(slots, dtype=np.uint64)
     used = np.zeros(slots, dtype=bool)
@@ -90,6 +93,8 @@ def _number_codes(codes: np.ndarray) -> tuple[np.ndarray, int] | None:
         free = ~used[slot]
         table[slot[free]] = codes[free]  # one of the codes writing a free slot wins it
         used[slot[free]] = True
+        if 2 * int(used.sum()) > slots:
+            return None
         placed = table[slot] == codes
         out[todo[placed]] = slot[placed]
         todo, codes, slot = todo[~placed], codes[~placed], (slot[~placed] + 1) & (slots - 1)
