@@ -111,12 +111,8 @@ def retrieval_recall(
     has_caption = torch.zeros(num_images, dtype=torch.bool, device=similarity.device)
     has_caption[text_to_image] = True
 
-    t2i_at_least = torch.zeros(
-        num_texts, dtype=torch.long, device=similarity.device
-    )  # images >= correct score
-    i2t_at_least = torch.empty(
-        num_images, dtype=torch.long, device=similarity.device
-    )  # texts >= best caption
+    t2i_at_least = torch.zeros(num_texts, dtype=torch.long, device=similarity.device)  # images >= correct score
+    i2t_at_least = torch.empty(num_images, dtype=torch.long, device=similarity.device)  # texts >= best caption
     rows = max(1, _CHUNK_ELEMENTS // max(num_texts, 1))
     for start in range(0, num_images, rows):
         chunk = similarity[start : start + rows]  # (r, T)
