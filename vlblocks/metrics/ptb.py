@@ -81,8 +81,8 @@ def _act(action: str, tok: str) -> tuple[str | None, int]:
     """(token text or None for nothing, characters consumed) for a rule's matched token text."""
     if action in _FIXED:
         return _FIXED[action], len(tok)
-    if action == "word":
-        return tok.replace("\u00ad", ""), len(tok)
+    if action == "word":  # soft hyphens are dropped from words; a token of soft hyphens only becomes "-"
+        return tok.replace("\u00ad", "") or "-", len(tok)
     if action in ("left", "right"):
         return _quote(tok, action == "left"), len(tok)
     if action == "amp":

@@ -12,25 +12,10 @@ Shape legend: none (regex strings).
 from __future__ import annotations
 
 import re
-from functools import cache
+
+from vlblocks.metrics.ptb_charsets import LETTERS, SYMBOLS, WORD_EXTRA
 
 __all__ = ["patterns"]
-
-
-@cache
-def _letter_class() -> str:
-    """A regex class body of the BMP characters Java's ``Character.isLetter`` accepts (Unicode category L*)."""
-    bmp = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x10000)))
-    codes = [ord(c) for c in bmp if c.isalpha()]  # str.isalpha is exactly the categories Lu Ll Lt Lm Lo
-    ranges, start = [], codes[0]
-    for prev, cp in zip(codes, codes[1:]):
-        if cp != prev + 1:
-            ranges.append((start, prev))
-            start = cp
-    ranges.append((start, codes[-1]))
-    return "".join(
-        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
-    )
 
 
 def _i(words: str) -> str:
@@ -39,7 +24,8 @@ def _i(words: str) -> str:
     return "(?i:" + "|".join(alts) + ")"
 
 
-# Characters the lexer also accepts inside words (combining marks and a few letter-like ranges).
+# Characters the lexer also accepts inside words (combining marks and a few letter-like ranges; more in
+# ptb_charsets.WORD_EXTRA, measured on the jar).
 _EXTRA = (
     "\u00ad\u0237-\u024f\u02c2-\u02c5\u02d2-\u02df\u02e5-\u02ff\u0300-\u036f\u0370-\u037d\u0384\u0385\u03cf\u03f6"
     "\u03fc-\u03ff\u0483-\u0487\u04cf\u04f6-\u04ff\u0510-\u0525\u055a-\u055f\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4"
@@ -69,10 +55,10 @@ _SENTENCE_STARTERS = "|".join(
 
 def patterns() -> list[tuple[str, str]]:
     """(action, regex) of every lexer rule in priority order; a group ``t`` marks the token inside its context."""
-    letter = f"[{_letter_class()}]"
+    letter = f"[{LETTERS}]"
     splet = r"&[aeiouAEIOU](?i:acute|grave|uml);"
-    wl = f"(?:[{_letter_class()}{_EXTRA}]|{splet})"
-    wld = f"(?:[{_letter_class()}{_EXTRA}0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]|{splet})"
+    wl = f"(?:[{LETTERS}{_EXTRA}{WORD_EXTRA}]|{splet})"
+    wld = f"(?:[{LETTERS}{_EXTRA}{WORD_EXTRA}0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]|{splet})"
     word = f"{wl}{wld}*(?:[.!?]{wl}{wld}*)*"  # "etc.The" and "e.g" (before a final period) are one word
     digit = r"[0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]"
     alnum = f"(?:{letter}|{digit})"
@@ -205,7 +191,7 @@ def patterns() -> list[tuple[str, str]]:
         ("left", r"(?P<t>')[A-Za-z][^ \t\n\r\u00a0]"),
         ("right", redaux),
         ("right", quotes),
-        ("tok", f"[{_MISC}]"),
+        ("tok", f"[{_MISC}{SYMBOLS}]"),
         ("skip", rf"\x00|{space}+|[\u200b\u200e\u200f\ufeff]|&(?i:nbsp);"),
         ("newline", newline),
         ("skip", r"(?s:.)"),
