@@ -1,5 +1,5 @@
 """token_codes.ascii_token_ids: the same tokens as str.split() / str.split(" ") on random ASCII text (whitespace of
-every kind, empty sentences, tokens of 8 and more bytes), forced hash collisions, and the cases it leaves to Python."""
+every kind, empty sentences, tokens of 8, 9, 16, 17 and more bytes), forced hash collisions, and the cases it leaves to Python."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ PIECES = [
     "abcdefgh",
     "abcdefghi",
     "abcdefghij" * 3,
+    "abcdefghijklmnop",  # 16 bytes: the longest pair of packed words
+    "abcdefghijklmnoq",
+    "abcdefghijklmnopq",  # 17 bytes: numbered by a dict
     " ",
     "  ",
     "\t",

@@ -58,7 +58,9 @@ def patterns() -> list[tuple[str, str]]:
     letter = f"[{LETTERS}]"
     splet = r"&[aeiouAEIOU](?i:acute|grave|uml);"
     wl = f"(?:[{LETTERS}{_EXTRA}{WORD_EXTRA}]|{splet})"
-    wld = f"(?:[{LETTERS}{_EXTRA}{WORD_EXTRA}0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]|{splet})"
+    wld = (
+        f"(?:[{LETTERS}{_EXTRA}{WORD_EXTRA}0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]|{splet})"
+    )
     word = f"{wl}{wld}*(?:[.!?]{wl}{wld}*)*"  # "etc.The" and "e.g" (before a final period) are one word
     digit = r"[0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]"
     alnum = f"(?:{letter}|{digit})"

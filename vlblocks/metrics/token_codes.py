@@ -55,11 +55,7 @@ def ascii_token_ids(
     codes = words[starts] & _LOW_BYTES[np.minimum(span, 8)]  # (T,) little-endian packed bytes
     long = np.flatnonzero(span > 8)
     if long.size:
-        seen: dict[str, int] = {}
-        ids = [
-            seen.setdefault(text[a:b], len(seen)) for a, b in zip(starts[long].tolist(), ends[long].tolist())
-        ]
-        codes[long] = np.asarray(ids, dtype=np.uint64) | _LONG
+        codes[long] = _long_codes(words, text, starts[long], span[long]) | _LONG
     for bits in (_SMALL_TABLE_BITS, int(codes.size).bit_length() + 1):  # a cache-sized table, then a sure one
         dense = _number_codes(codes, max(bits, 8))
         if dense is not None:
@@ -73,33 +69,56 @@ def _runs(is_ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(edge == -1), np.flatnonzero(edge == 1)
 
 
+def _long_codes(words: np.ndarray, text: str, starts: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """Dense ids (L,) of tokens longer than 8 bytes: those of up to 16 bytes numbered as pairs of packed words (one
+    ``np.unique`` over the pairs), longer ones (rare) by a dict, after them."""
+    ids = np.empty(starts.size, dtype=np.uint64)
+    two = np.flatnonzero(span <= 16)
+    pairs = np.stack(
+        [words[starts[two]], words[starts[two] + 8] & _LOW_BYTES[span[two] - 8]], axis=1
+    )  # (L2, 2)
+    distinct, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    ids[two] = inverse.reshape(-1)
+    rest = np.flatnonzero(span > 16)
+    seen: dict[str, int] = {}
+    first = len(distinct)
+    ids[rest] = [
+        first + seen.setdefault(text[a : a + n], len(seen))
+        for a, n in zip(starts[rest].tolist(), span[rest].tolist())
+    ]
+    return ids
+
+
 def _number_codes(codes: np.ndarray, bits: int) -> tuple[np.ndarray, int] | None:
     """Dense ids of uint64 codes, equal ids for equal codes, via a hash table of 2**bits slots with vectorised
     linear probing.
 
-    Each round, the unplaced codes look at their slot: where it is free one of them claims it; a code finding its
-    own value there is placed; the others move to the next slot. None if the rounds do not converge (or the table
-    is more than half full, which makes probing slow).
+    Each round, the unplaced codes look at their slot: where it is free one of them claims it (the last writer of
+    a numpy scatter wins); a code finding its own value there is placed; the others move to the next slot. In the
+    first round every slot is free, so it writes all codes at once; equal codes share a slot, so only the distinct
+    codes that collide (a few per cent) go on to later rounds. None if the rounds do not converge (or the table is
+    more than half full, which makes probing slow).
     """
     slots = 1 << bits
     table = np.zeros(slots, dtype=np.uint64)
     used = np.zeros(slots, dtype=bool)
-    slot = ((codes * _GOLDEN) >> np.uint64(64 - bits)).astype(np.int64)  # (T,) multiplicative hashing
-    out = np.empty(codes.size, dtype=np.int64)
-    todo = np.arange(codes.size)
+    out = ((codes * _GOLDEN) >> np.uint64(64 - bits)).astype(
+        np.int64
+    )  # (T,) multiplicative hashing: the slots
+    table[out] = codes
+    used[out] = True
+    todo = np.flatnonzero(table[out] != codes)  # the codes that lost their slot to another code
+    codes, slot = codes[todo], (out[todo] + 1) & (slots - 1)
     for _ in range(_MAX_ROUNDS):
-        if not todo.size:
+        if not todo.size or 2 * int(used.sum()) > slots:
             break
         free = ~used[slot]
-        table[slot[free]] = codes[free]  # one of the codes writing a free slot wins it
+        table[slot[free]] = codes[free]
         used[slot[free]] = True
-        if 2 * int(used.sum()) > slots:
-            return None
         placed = table[slot] == codes
         out[todo[placed]] = slot[placed]
         todo, codes, slot = todo[~placed], codes[~placed], (slot[~placed] + 1) & (slots - 1)
-    else:
-        if todo.size:
-            return None
+    if todo.size or 2 * int(used.sum()) > slots:
+        return None
     rank = np.cumsum(used) - 1  # (slots,) dense number of each used slot
     return rank[out], int(used.sum())
