@@ -18,7 +18,8 @@ Commands:
     python examples/llava_caption.py --data folder --image-dir my_photos/       # captions only, no references
 
 Writes --output-dir (runs/llava_caption): results_<k>.json (COCO results ``[{"image_id", "caption"}]`` of
-instruction k), instructions.json, and, when references exist, prompts.md / summary.json (one row per instruction:
+instruction k), instructions.json, captions.png (the first --show images, under each the caption of every
+instruction and a reference), and, when references exist, prompts.md / summary.json (one row per instruction:
 CIDEr-D, BLEU-4, CLIPScore with --clip-model, mean caption length). caption_eval.py scores a results file further.
 """
 
@@ -67,6 +68,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: float16 on cuda")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--batch-size", type=T.positive_int, default=8)
+    p.add_argument("--show", type=T.positive_int, default=8, help="images drawn in captions.png")
     p.add_argument("--clip-model", default=None, help="HF CLIP or retrieval run folder for CLIPScore")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (each instruction starts from it)")
     p.add_argument("--threads", type=T.nonneg_int, default=0, help="torch CPU threads (0: default)")
@@ -136,6 +138,15 @@ def score(instruction: str, results: dict, references: dict, images: dict, clip)
     return row
 
 
+def caption_grid(ids: list, images: list, captions: list[list[str]], references: dict | None, show: int):
+    """The first `show` images, under each "[k] caption" for every instruction k and the first reference (grey)."""
+    texts = []
+    for j, i in enumerate(ids[:show]):
+        lines = [f"[{k}] {caps[j]}" for k, caps in enumerate(captions)]
+        texts.append(lines + ([(f"ref: {references[i][0]}", "#777")] if references else []))
+    return T.image_grid(images[:show], texts, cols=4, cell=224)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -161,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         top_p=args.top_p,
     )
     T.say(f"{args.model} on {len(ids)} {args.data} images, {model.device}, {model.dtype}; generation: {gen}")
-    rows = []
+    rows, all_captions = [], []
     for k, instruction in enumerate(args.instruction):
         torch.manual_seed(args.seed)  # each instruction samples from the same seed
         bar = partial(T.progress, desc=f"instruction {k}")
@@ -169,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
             model, processor, images, instruction, batch_size=args.batch_size, generation=gen, progress=bar
         )
         results = dict(zip(ids, captions))
+        all_captions.append(captions)
         (out / f"results_{k}.json").write_text(
             json.dumps([{"image_id": i, "caption": c} for i, c in results.items()], indent=1)
         )
@@ -178,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "instructions.json").write_text(
         json.dumps({"model": args.model, "generation": gen, "instructions": args.instruction}, indent=1)
     )
+    caption_grid(ids, images, all_captions, references, args.show).save(out / "captions.png")
     if rows:
         table = T.format_table(rows, precision=3)
         T.say("\n" + table)
@@ -185,7 +198,10 @@ def main(argv: list[str] | None = None) -> None:
         (out / "summary.json").write_text(
             json.dumps({"model": args.model, "generation": gen, "rows": rows}, indent=1)
         )
-    T.say(f"\nwrote {out}/results_*.json" + (" and prompts.md" if rows else " (no references: no scores)"))
+    T.say(
+        f"\nwrote {out}/results_*.json, captions.png"
+        + (", prompts.md" if rows else " (no references: no scores)")
+    )
 
 
 if __name__ == "__main__":

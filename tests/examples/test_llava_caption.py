@@ -83,6 +83,10 @@ def test_tiny_random_runs_end_to_end_on_shapesworld_with_sampling(tmp_path):
     assert gen == {"max_new_tokens": 4, "num_beams": 2, "do_sample": True, "temperature": 0.7, "top_p": 0.9}
     rows = json.loads((out / "summary.json").read_text())["rows"]
     assert len(rows) == 2 and "CLIPScore" not in rows[0] and (out / "prompts.md").is_file()
+    from PIL import Image
+
+    with Image.open(out / "captions.png") as png:  # 2 images, each with 2 captions and a reference
+        assert png.width == 2 * 224 and png.height > 224
     again = run(args)  # an earlier run is not replaced without --overwrite
     assert again.returncode != 0 and "--overwrite" in again.stderr
 
