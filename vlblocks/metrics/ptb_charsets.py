@@ -8,6 +8,7 @@ BMP code point at a time (``tests/metrics/ptb_probe.py`` regenerates them and li
 - ``LETTERS``: what the lexer takes as letters (Unicode letters up to about Unicode 6; later ones are deleted);
 - ``WORD_EXTRA``: other characters it takes inside words (digits of other scripts, a few marks), in addition to
   the combining marks and letter-like ranges of ``ptb_rules._EXTRA``;
+- ``DIGITS``: the decimal digits besides 0-9 (in numbers, fractions, dates);
 - ``SYMBOLS``: characters it keeps as one-character tokens (arrows, maths, box drawing, circled letters and
   numbers, dingbats...), in addition to ``ptb_rules._MISC``.
 
@@ -18,7 +19,7 @@ Shape legend: none (regex class bodies).
 
 from __future__ import annotations
 
-__all__ = ["LETTERS", "SYMBOLS", "WORD_EXTRA", "code_points"]
+__all__ = ["DIGITS", "LETTERS", "SYMBOLS", "WORD_EXTRA", "code_points"]
 
 LETTERS = (
     "\u0041-\u005a\u0061-\u007a\u00aa\u00b5\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u02c1\u02c6-\u02d1"
@@ -70,6 +71,13 @@ WORD_EXTRA = (
     "\u0e50-\u0e59\u0ed0-\u0ed9\u0f20-\u0f29\u1040-\u1049\u1090-\u1099\u17e0-\u17e9\u1810-\u1819\u1885-\u1886"
     "\u1946-\u194f\u19d0-\u19d9\u1a80-\u1a89\u1a90-\u1a99\u1b50-\u1b59\u1bb0-\u1bb9\u1c40-\u1c49\u1c50-\u1c59"
     "\ua620-\ua629\ua8d0-\ua8d9\ua900-\ua909\ua9d0-\ua9d9\uaa50-\uaa59\uabf0-\uabf9\uff10-\uff19"
+)
+DIGITS = (
+    "\u0660-\u0669\u06f0-\u06f9\u07c0-\u07c9\u0966-\u096f\u09e6-\u09ef\u0a66-\u0a6f\u0ae6-\u0aef\u0b66-\u0b6f"
+    "\u0be6-\u0bef\u0c66-\u0c6f\u0ce6-\u0cef\u0d66-\u0d6f\u0e50-\u0e59\u0ed0-\u0ed9\u0f20-\u0f29\u1040-\u1049"
+    "\u1090-\u1099\u17e0-\u17e9\u1810-\u1819\u1946-\u194f\u19d0-\u19d9\u1a80-\u1a89\u1a90-\u1a99\u1b50-\u1b59"
+    "\u1bb0-\u1bb9\u1c40-\u1c49\u1c50-\u1c59\ua620-\ua629\ua8d0-\ua8d9\ua900-\ua909\ua9d0-\ua9d9\uaa50-\uaa59"
+    "\uabf0-\uabf9\uff10-\uff19"
 )
 SYMBOLS = "\u1fbd\u2016-\u2017\u203b\u203e-\u2042\u2400-\u25ff\u2700-\u2bff\u3001-\u3002"
 

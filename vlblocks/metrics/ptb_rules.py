@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from vlblocks.metrics.ptb_charsets import LETTERS, SYMBOLS, WORD_EXTRA
+from vlblocks.metrics.ptb_charsets import DIGITS, LETTERS, SYMBOLS, WORD_EXTRA
 
 __all__ = ["patterns"]
 
@@ -62,7 +62,7 @@ def patterns() -> list[tuple[str, str]]:
         f"(?:[{LETTERS}{_EXTRA}{WORD_EXTRA}0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]|{splet})"
     )
     word = f"{wl}{wld}*(?:[.!?]{wl}{wld}*)*"  # "etc.The" and "e.g" (before a final period) are one word
-    digit = r"[0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]"
+    digit = f"[0-9{DIGITS}]"
     alnum = f"(?:{letter}|{digit})"
     space = r"[ \t\u00a0\u2000-\u200a\u3000]"
     newline = r"(?:\r\n|[\r\n\u2028\u2029\u000b\u000c\u0085])"
@@ -128,7 +128,8 @@ def patterns() -> list[tuple[str, str]]:
         ("tok", rf"(?i:https?)://[^ \t\n\f\r\"<>|()]+{url_end}"),
         (
             "tok",
-            r"(?:(?:(?i:www)\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},\-_$]+\.)+"
+            # ",-_" in the second class is JFlex's range 0x2c-0x5f (digits, upper case, "@"...), as in the jar
+            r"(?:(?:(?i:www)\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},-_$]+\.)+"
             rf"(?i:com|net|org|edu)))(?:/[^ \t\n\f\r\"<>|()]+{url_end})?",
         ),
         (
@@ -156,6 +157,8 @@ def patterns() -> list[tuple[str, str]]:
         ),
         ("acronym", rf"(?P<t>(?:{acro}|[A-Za-z])\.){spacenl}+(?:{_SENTENCE_STARTERS}){spacenl}"),
         ("acronym", rf"(?P<t>{abbrev1}){sentend}"),
+        # two characters of any kind as context: "co.a" is "co." "a" (5 > 4), "co.ab" stays a word (tie: earlier rule)
+        ("tok", rf"(?P<t>{abbrev1})(?s:..)"),
         ("tok", abbrev1),
         ("tok", rf"{abbrev4}\."),
         ("tok", rf"(?P<t>{abbrev4}){space}"),
@@ -163,7 +166,7 @@ def patterns() -> list[tuple[str, str]]:
         ("tok", rf"(?P<t>{apos}[0-9][0-9]){spacenl}"),
         ("word", rf"(?P<t>{word}\.)[,;:]"),
         ("phone", r"(?:\([0-9]{3}\)[ \u00a0]?|[0-9]{3}[\- \u00a0.])[0-9]{3}[\- \u00a0.][0-9]{4}"),
-        ("smiley", r"(?P<t>[<>]?[:;=][\-o*']?[()DPdpO\\{@|\[\]])(?:[^A-Za-z]|$)"),
+        ("smiley", r"(?P<t>[<>]?[:;=][\-o*']?[()DPdpO\\{@|\[\]])(?:[^A-Za-z0-9]|$)"),
         ("left", r"(?P<t>\"|&(?i:quot);)[A-Za-z0-9$]"),
         ("right", r"\"|&(?i:quot);"),
         ("tok", r"\+|[%&\u2030\u2031]|~|\^|\||\\"),
@@ -176,7 +179,7 @@ def patterns() -> list[tuple[str, str]]:
         ("rrb", r"\)"),
         ("hyphens", r"-+"),
         ("ellipsis", r"\.{3,5}|(?:\.[ \u00a0]){2,4}\.|[\u0085\u2026]"),
-        ("tok", r"#[A-Za-z][A-Za-z0-9]*|@[A-Za-z][A-Za-z0-9_]*"),
+        ("tok", rf"#{letter}+|@[A-Za-z][A-Za-z0-9_]*"),
         ("tok", r"@+|#+|_+"),
         ("tok", r"\*+|(?:\\\*){1,3}"),
         ("tok", r"[,;:]"),
