@@ -197,13 +197,16 @@ def test_argument_errors():
 
 
 def test_large_vocabulary_fallback_equals_pycocoevalcap(monkeypatch):
-    """Token ids too wide for the 16-bit radix sort take the int64 stable sort; same numbers."""
+    """Token ids too wide for the 16-bit radix sort take the int64 stable sort, corpora too large for the bitmaps
+    the sorted lookups; same numbers."""
     from vlblocks.metrics import caption_kernels
 
     refs, cands = _random_corpus(random.Random(3), 30)
     fast = caption_scores(refs, cands, tokenize=False)
     monkeypatch.setattr(caption_kernels, "_RADIX_VOCAB", 0)
+    monkeypatch.setattr(caption_kernels, "_BITMAP_BITS", 0)  # (image, token) lookups by sorting, not a bitmap
     slow = caption_scores(refs, cands, tokenize=False)
     np.testing.assert_allclose(slow.cider_d.per_image, fast.cider_d.per_image, rtol=0, atol=1e-12)
     np.testing.assert_allclose(slow.bleu.per_image, fast.bleu.per_image, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(slow.rouge_l.per_image, fast.rouge_l.per_image, rtol=0, atol=1e-12)
     _assert_equal_to_peer(refs, cands)
