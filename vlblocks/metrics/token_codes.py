@@ -64,29 +64,39 @@ def ascii_token_ids(
 
 
 def _runs(is_ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end offsets of the runs of non-whitespace bytes."""
-    edge = np.diff(is_ws.view(np.int8), prepend=np.int8(1), append=np.int8(1))  # -1: a token starts, +1: ends
-    return np.flatnonzero(edge == -1), np.flatnonzero(edge == 1)
+    """Start and end offsets of the runs of non-whitespace bytes.
+
+    Padded with whitespace on both sides, the sequence changes kind at every run's start and end, alternately:
+    one pass of ``!=`` and one ``flatnonzero`` give both.
+    """
+    padded = np.ones(is_ws.size + 2, dtype=bool)
+    padded[1:-1] = is_ws
+    change = np.flatnonzero(padded[1:] != padded[:-1])
+    return change[0::2], change[1::2]
 
 
 def _long_codes(words: np.ndarray, text: str, starts: np.ndarray, span: np.ndarray) -> np.ndarray:
-    """Dense ids (L,) of tokens longer than 8 bytes: those of up to 16 bytes numbered as pairs of packed words (one
-    ``np.unique`` over the pairs), longer ones (rare) by a dict, after them."""
-    ids = np.empty(starts.size, dtype=np.uint64)
+    """Exact codes (L,) of tokens longer than 8 bytes (below 2**63).
+
+    A token of up to 16 bytes is a pair of packed words (first 8 bytes, the rest); numbering each word column
+    with ``np.unique`` (two small 1-D sorts) gives the pair the code ``first_id * (number of second ids) +
+    second_id``. Longer tokens (rare) are numbered by a dict, after every pair code.
+    """
+    codes = np.empty(starts.size, dtype=np.uint64)
     two = np.flatnonzero(span <= 16)
-    pairs = np.stack(
-        [words[starts[two]], words[starts[two] + 8] & _LOW_BYTES[span[two] - 8]], axis=1
-    )  # (L2, 2)
-    distinct, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    ids[two] = inverse.reshape(-1)
+    head = words[starts[two]]
+    tail = words[starts[two] + 8] & _LOW_BYTES[span[two] - 8]
+    _, head_id = np.unique(head, return_inverse=True)
+    tail_values, tail_id = np.unique(tail, return_inverse=True)
+    codes[two] = head_id.astype(np.uint64) * np.uint64(tail_values.size) + tail_id.astype(np.uint64)
     rest = np.flatnonzero(span > 16)
     seen: dict[str, int] = {}
-    first = len(distinct)
-    ids[rest] = [
+    first = two.size * max(tail_values.size, 1)  # above every pair code
+    codes[rest] = [
         first + seen.setdefault(text[a : a + n], len(seen))
         for a, n in zip(starts[rest].tolist(), span[rest].tolist())
     ]
-    return ids
+    return codes
 
 
 def _number_codes(codes: np.ndarray, bits: int) -> tuple[np.ndarray, int] | None:
