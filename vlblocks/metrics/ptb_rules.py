@@ -12,10 +12,20 @@ Shape legend: none (regex strings).
 from __future__ import annotations
 
 import re
+from functools import cache
 
-from vlblocks.metrics.ptb_charsets import DIGITS, LETTERS, SYMBOLS, WORD_EXTRA
+from vlblocks.metrics.ptb_charsets import DIGITS, LETTERS, SYMBOLS, WORD_EXTRA, code_points
 
 __all__ = ["patterns"]
+
+
+@cache
+def _upper_class() -> str:
+    """The upper-case characters (Java's ``Character.isUpperCase``: letters and a few symbols such as circled
+    capitals), restricted to the letters the jar knows (``LETTERS``)."""
+    letters = set(code_points(LETTERS))
+    upper = [c for c in range(0x10000) if chr(c).isupper() and (c in letters or not chr(c).isalpha())]
+    return "".join(re.escape(chr(c)) for c in upper if not 0xD800 <= c < 0xE000)
 
 
 def _i(words: str) -> str:
@@ -68,7 +78,7 @@ def patterns() -> list[tuple[str, str]]:
     newline = r"(?:\r\n|[\r\n\u2028\u2029\u000b\u000c\u0085])"
     spacenl = f"(?:{space}|{newline})"
     sgml = r"<\/?[A-Za-z!][^>\n]*>"
-    sentend = f"{spacenl}(?:{spacenl}|[A-Z]|{sgml})"
+    sentend = f"{spacenl}(?:{spacenl}|[{_upper_class()}]|{sgml})"  # Java's isUpperCase: "etc. \u00c9" too
     apos = r"(?:['\u0092\u2019]|&apos;)"
     aposx = rf"(?:{apos}|[\u0091\u2018\u201b])"
     redaux = rf"{apos}(?:[msdMSD]|(?i:re|ve|ll))"
