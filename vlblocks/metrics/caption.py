@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -154,11 +155,10 @@ def _fast_prepare(references: References, cands: dict[Hashable, object]):
     if not set(map(type, refs)) <= {list, tuple} or min(map(len, refs)) == 0:
         return None
     ids = tuple(references)
-    cand = [cands[i] for i in ids]
-    flat = [c for rs in refs for c in rs]
-    if set(map(type, flat)) | set(map(type, cand)) != {str}:
+    cand = list(map(cands.__getitem__, ids))
+    if set(map(type, chain.from_iterable(refs))) | set(map(type, cand)) != {str}:
         return None
-    return ids, [list(rs) for rs in refs], cand
+    return ids, refs, cand  # the reference lists themselves: they are only read
 
 
 def _tokenized(references: References, candidates: Candidates, tokenize: bool):

@@ -210,14 +210,10 @@ def bleu_kernel(table: NgramTable, image_of_ref: np.ndarray, num_images: int, n:
     image_of_sent = np.concatenate([image_of_ref, np.arange(num_images)])  # (S,)
     is_ref, key = _split_rows(table, image_of_sent, num_refs, num_images)
     cand_rows = ~is_ref
-    ref_rows, hits = _matching_ref_rows(key, is_ref, cand_rows)
-    max_count = np.zeros(
-        hits.size, dtype=np.int64
-    )  # per candidate row: the maximum count over the references
-    has = hits > 0
-    if ref_rows.size:
-        group_start = (np.cumsum(hits) - hits)[has]
-        max_count[has] = np.maximum.reduceat(table.count[ref_rows], group_start)
+    # per distinct (gram, image) of the references the maximum count (a run reduction: the keys are sorted), then
+    # per candidate row that maximum (0 where no reference of its image has the gram), by one binary search
+    ref_keys, ref_max = _ref_max(key[is_ref], table.count[is_ref])
+    max_count = _lookup(ref_keys, ref_max, key[cand_rows])
     clipped = np.minimum(table.count[cand_rows], max_count)
     cand_image = table.sent[cand_rows] - num_refs
     order = table.order[table.gram[cand_rows]]
