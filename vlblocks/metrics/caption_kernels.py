@@ -10,8 +10,10 @@ positions of the k-grams are sorted by gram (ties by position) with one stable r
 order, built on the order k - 1 (a k-gram is a token followed by a (k-1)-gram); the distinct (gram, sentence) pairs
 are then runs, and the rows come out sorted by gram then sentence, so every later per-image grouping (key
 ``gram * I + image``) is already sorted. The candidate side then finds its reference rows by binary search.
-ROUGE-L's longest common subsequence uses the bit-parallel algorithm (Allison & Dix 1986, Hyyrö 2004) on all
-(candidate, reference) pairs at once, one 64-bit word per pair.
+Membership of an (image, token) pair in an image's candidate is a bitmap read (``_member``): BLEU drops the
+reference tokens that cannot match before building its table. ROUGE-L's longest common subsequence uses the
+bit-parallel algorithm (Allison & Dix 1986, Hyyrö 2004) on all (candidate, reference) pairs at once, one 64-bit
+word per pair, over the reference tokens that occur in the candidate only (the others cannot change it).
 
 Shape legend: I images, S sentences (references + candidates), T tokens, G distinct n-grams, R references,
 n maximum n-gram order.
