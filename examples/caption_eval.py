@@ -6,10 +6,12 @@ CLIPScore / RefCLIPScore with a CLIP model; print a table, save per-image scores
     python examples/caption_eval.py --results my_results.json --annotations captions_val2014.json
     python examples/caption_eval.py --results my_results.json --annotations captions_val2014.json \\
         --image-dir val2014/ --clip-model openai/clip-vit-base-patch32          # + CLIPScore / RefCLIPScore
+    python examples/caption_eval.py --shapes --clip-model runs/retrieval     # CLIPScore with a retrieval run
 
 The results file is ``[{"image_id": ..., "caption": ...}]``; the images scored are the ones it holds (as in
-coco-caption's example). ``--clip-model`` takes a hub name or a local folder of an HF ``CLIPModel`` (a vlblocks
-retrieval run folder is not supported yet: ``vlblocks.models.load_run`` has no retrieval loader). Writes, in
+coco-caption's example). ``--clip-model`` takes a hub name or a local folder of an HF ``CLIPModel``, or a vlblocks
+retrieval run folder (``python examples/retrieval_train.py`` writes ``runs/retrieval``; its dual encoder scores
+with its own preprocessing and tokenizer, without CLIPScore's "A photo depicts" prefix). Writes, in
 ``--output-dir`` (``runs/caption_eval``; an earlier evaluation there is replaced only with ``--overwrite``),
 ``summary.json``, ``scores.json`` (summary + per-image scores) and ``best_worst.png`` (the best and worst images by
 CLIPScore, or by CIDEr-D without CLIP, each with its caption and score).
@@ -26,6 +28,7 @@ from PIL import Image
 from vlblocks import metrics
 from vlblocks import training as T
 from vlblocks.data import ShapesWorld
+from vlblocks.models.clip_scorer import load_clip_scorer
 
 REFDATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "refdata"
 FAKECAP = REFDATA / "coco-fakecap"
@@ -39,7 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--image-dir", type=Path, default=None, help="folder of the images (for CLIPScore / pictures)"
     )
-    p.add_argument("--clip-model", default=None, help="HF CLIPModel hub name or local folder (needs images)")
+    p.add_argument(
+        "--clip-model",
+        default=None,
+        help="HF CLIPModel (hub name or folder) or a vlblocks retrieval run folder (needs images)",
+    )
     p.add_argument(
         "--shapes", action="store_true", help="score the ShapesWorld example even if refdata exists"
     )
@@ -145,14 +152,12 @@ def main(argv: list[str] | None = None) -> None:
     summary, per_image = scores.summary(), scores.per_image()
     rank_key = "CIDEr"
     if args.clip_model is not None:
-        from transformers import CLIPModel, CLIPProcessor
-
-        model = CLIPModel.from_pretrained(args.clip_model).eval()
-        processor = CLIPProcessor.from_pretrained(args.clip_model)
+        try:
+            scorer = load_clip_scorer(args.clip_model)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"error: --clip-model {args.clip_model}: {err}") from None
         ids = [i for i in cands if i in images]
-        clip = metrics.clip_model_score(
-            model,
-            processor,
+        clip = scorer(
             [images[i] for i in ids],
             [cands[i] for i in ids],
             references=[refs[i] for i in ids],

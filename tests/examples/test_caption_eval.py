@@ -165,3 +165,69 @@ def test_clip_model_flag_adds_clipscore(tmp_path):
 def test_bad_flags_fail_at_parse_time(args, message):
     proc = run(args)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def _tiny_retrieval_run(folder: Path) -> None:
+    """A retrieval run folder as retrieval_train.py writes it (config, tokenizer, checkpoint), random weights."""
+    import argparse
+
+    import torch
+
+    from vlblocks.data import ShapesWorld, build_word_tokenizer
+    from vlblocks.models import RetrievalPreset, build_dual_encoder
+    from vlblocks.training import save_checkpoint, save_run_config
+
+    world = ShapesWorld("val", num_scenes=20, image_size=32)
+    tokenizer = build_word_tokenizer([c for caps in world.captions().references().values() for c in caps])
+    preset = RetrievalPreset(image_size=32, patch_size=8, dim=16, embed_dim=8, text_depth=1, max_length=24)
+    # a seed whose random embeddings have positive cosines (CLIP-S clamps negatives to 0)
+    torch.manual_seed(1)
+    model = build_dual_encoder(preset, tokenizer=tokenizer)
+    folder.mkdir()
+    save_run_config(folder, task="retrieval", args=argparse.Namespace(), model=preset.to_dict())
+    tokenizer.save_pretrained(folder / "tokenizer")
+    save_checkpoint(folder / "checkpoint", model=model)
+
+
+def test_clip_model_flag_takes_a_retrieval_run_folder(tmp_path):
+    """CLIPScore with a vlblocks dual encoder equals w * max(cos, 0) of its own embeddings, computed here."""
+    import torch
+
+    from vlblocks.data.collate import stack_images
+    from vlblocks.models import load_run
+
+    _tiny_retrieval_run(tmp_path / "retrieval")
+    out = tmp_path / "out"
+    args = ["--shapes", "--num-scenes", "6", "--image-size", "48", "--show", "2", "--output-dir", str(out)]
+    proc = run([*args, "--clip-model", str(tmp_path / "retrieval")])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "scores.json").read_text())
+    assert "ranked by CLIPScore" in proc.stdout and "RefCLIPScore" in report["summary"]
+
+    # the reference computation: the ShapesWorld example the script builds, embedded by the run's model
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from caption_eval import shapes_example
+    finally:
+        sys.path.pop(0)
+    refs, cands, images = shapes_example(6, 48)
+    model = load_run(tmp_path / "retrieval").model
+    config = model.image_encoder.image_config
+    ids = list(cands)
+    with torch.no_grad():
+        img = model.encode_image(config.normalize(stack_images([images[i] for i in ids], 32).float() / 255))
+        tok = model.tokenizer(
+            [cands[i] for i in ids], padding=True, truncation=True, max_length=24, return_tensors="pt"
+        )
+        txt = model.encode_text(tok["input_ids"], tok["attention_mask"])
+    cos = torch.nn.functional.cosine_similarity(img.double(), txt.double(), dim=-1)
+    expected = (2.5 * cos.clamp(min=0)).tolist()
+    got = {r["image_id"]: r["CLIPScore"] for r in report["per_image"]}
+    assert [got[i] for i in ids] == pytest.approx(expected, abs=1e-6)
+    assert max(expected) - min(expected) > 1e-4  # the images differ: a constant would not pass
+
+    # a run folder of another task is refused with a message naming the flag
+    config_path = tmp_path / "retrieval" / "run_config.json"
+    config_path.write_text(config_path.read_text().replace('"retrieval"', '"vqa"'))
+    bad = run([*args, "--overwrite", "--clip-model", str(tmp_path / "retrieval")])
+    assert bad.returncode != 0 and "--clip-model" in bad.stderr

@@ -196,15 +196,17 @@ def test_argument_errors():
         cider_d({1: ["a"]}, {1: "a"}, sigma=-1.0)
 
 
-@pytest.mark.parametrize("limit", [1, 60_000])
-def test_large_vocabulary_fallbacks_equal_pycocoevalcap(monkeypatch, limit):
-    """With a tiny packing limit the n-gram codes are re-densified and paired by lexsort; same numbers."""
+def test_large_vocabulary_fallback_equals_pycocoevalcap(monkeypatch):
+    """Token ids too wide for the 16-bit radix sort take the int64 stable sort, corpora too large for the bitmaps
+    the sorted lookups; same numbers."""
     from vlblocks.metrics import caption_kernels
 
     refs, cands = _random_corpus(random.Random(3), 30)
     fast = caption_scores(refs, cands, tokenize=False)
-    monkeypatch.setattr(caption_kernels, "_LIMIT", limit)
+    monkeypatch.setattr(caption_kernels, "_RADIX_VOCAB", 0)
+    monkeypatch.setattr(caption_kernels, "_BITMAP_BITS", 0)  # (image, token) lookups by sorting, not a bitmap
     slow = caption_scores(refs, cands, tokenize=False)
     np.testing.assert_allclose(slow.cider_d.per_image, fast.cider_d.per_image, rtol=0, atol=1e-12)
     np.testing.assert_allclose(slow.bleu.per_image, fast.bleu.per_image, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(slow.rouge_l.per_image, fast.rouge_l.per_image, rtol=0, atol=1e-12)
     _assert_equal_to_peer(refs, cands)

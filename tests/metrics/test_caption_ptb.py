@@ -33,6 +33,18 @@ def test_every_fakecap_caption_equals_the_jar():
     assert len(lines) == 6005 and not bad, bad[:5]
 
 
+def test_bmp_character_classes_equal_the_jar():
+    """Every fifth BMP code point, alone and inside a word: letters, word characters, symbols and deleted characters
+    as the jar has them (``ptb_charsets``; ``python -m tests.metrics.ptb_probe`` checks all of them)."""
+    need_java()
+    from tests.metrics.ptb_probe import probe
+
+    kinds = probe(list(range(1, 0x10000, 5)))
+    assert all(not cps for cps in kinds.values()), {k: [hex(c) for c in v[:10]] for k, v in kinds.items()}
+    # control: Python's own letter table (a newer Unicode) would disagree with the jar
+    assert not "\uab70".isalpha() or ptb_tokenize("x \uab70 x") == "x x"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -154,11 +155,10 @@ def _fast_prepare(references: References, cands: dict[Hashable, object]):
     if not set(map(type, refs)) <= {list, tuple} or min(map(len, refs)) == 0:
         return None
     ids = tuple(references)
-    cand = [cands[i] for i in ids]
-    flat = [c for rs in refs for c in rs]
-    if set(map(type, flat)) | set(map(type, cand)) != {str}:
+    cand = list(map(cands.__getitem__, ids))
+    if set(map(type, chain.from_iterable(refs))) | set(map(type, cand)) != {str}:
         return None
-    return ids, [list(rs) for rs in refs], cand
+    return ids, refs, cand  # the reference lists themselves: they are only read
 
 
 def _tokenized(references: References, candidates: Candidates, tokenize: bool):
@@ -169,14 +169,15 @@ def _tokenized(references: References, candidates: Candidates, tokenize: bool):
     return ids, refs, cand
 
 
-def _ngram_inputs(refs: list[list[str]], cand: list[str], n: int):
+def _ngram_inputs(refs: list[list[str]], cand: list[str], n: int, *, matching_only: bool = False):
     sentences = [r for rs in refs for r in rs] + cand
     image_of_ref = np.repeat(np.arange(len(refs), dtype=np.int64), [len(rs) for rs in refs])
-    return build_ngram_table(sentences, n), image_of_ref
+    table = build_ngram_table(sentences, n, image_of_ref=image_of_ref if matching_only else None)
+    return table, image_of_ref
 
 
 def _bleu(ids, refs, cand, n: int) -> BleuResult:
-    table, image_of_ref = _ngram_inputs(refs, cand, n)
+    table, image_of_ref = _ngram_inputs(refs, cand, n, matching_only=True)
     scores, per_image = bleu_kernel(table, image_of_ref, len(ids), n)
     return BleuResult(tuple(float(s) for s in scores), ids, per_image)
 

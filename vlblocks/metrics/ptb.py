@@ -13,7 +13,9 @@ coco-caption's punctuation filter (it lists the upper-case forms); an abbreviati
 followed by an upper-case word (or two spaces) also yields a separate ``.``; the lexer sees the next caption
 (coco-caption writes them all to one file), so the batch form tokenises the captions as one stream exactly as
 coco-caption does, and a caption's tokens can depend on the first letter of the next one.
-Characters the lexer does not know (emoji, most symbols outside the BMP) are deleted.
+Characters the lexer does not know (emoji, most symbols outside the BMP, letters of later Unicode versions) are
+deleted; which characters are letters, digits or symbol tokens for the jar is in ``ptb_charsets.py``, measured on
+the jar itself.
 
 Shape legend: none (strings in, strings out).
 """
@@ -81,8 +83,8 @@ def _act(action: str, tok: str) -> tuple[str | None, int]:
     """(token text or None for nothing, characters consumed) for a rule's matched token text."""
     if action in _FIXED:
         return _FIXED[action], len(tok)
-    if action == "word":
-        return tok.replace("\u00ad", ""), len(tok)
+    if action == "word":  # soft hyphens are dropped from words; a token of soft hyphens only becomes "-"
+        return tok.replace("\u00ad", "") or "-", len(tok)
     if action in ("left", "right"):
         return _quote(tok, action == "left"), len(tok)
     if action == "amp":

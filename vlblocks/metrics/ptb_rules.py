@@ -14,23 +14,18 @@ from __future__ import annotations
 import re
 from functools import cache
 
+from vlblocks.metrics.ptb_charsets import DIGITS, LETTERS, SYMBOLS, WORD_EXTRA, code_points
+
 __all__ = ["patterns"]
 
 
 @cache
-def _letter_class() -> str:
-    """A regex class body of the BMP characters Java's ``Character.isLetter`` accepts (Unicode category L*)."""
-    bmp = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x10000)))
-    codes = [ord(c) for c in bmp if c.isalpha()]  # str.isalpha is exactly the categories Lu Ll Lt Lm Lo
-    ranges, start = [], codes[0]
-    for prev, cp in zip(codes, codes[1:]):
-        if cp != prev + 1:
-            ranges.append((start, prev))
-            start = cp
-    ranges.append((start, codes[-1]))
-    return "".join(
-        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
-    )
+def _upper_class() -> str:
+    """The upper-case characters (Java's ``Character.isUpperCase``: letters and a few symbols such as circled
+    capitals), restricted to the letters the jar knows (``LETTERS``)."""
+    letters = set(code_points(LETTERS))
+    upper = [c for c in range(0x10000) if chr(c).isupper() and (c in letters or not chr(c).isalpha())]
+    return "".join(re.escape(chr(c)) for c in upper if not 0xD800 <= c < 0xE000)
 
 
 def _i(words: str) -> str:
@@ -39,7 +34,8 @@ def _i(words: str) -> str:
     return "(?i:" + "|".join(alts) + ")"
 
 
-# Characters the lexer also accepts inside words (combining marks and a few letter-like ranges).
+# Characters the lexer also accepts inside words (combining marks and a few letter-like ranges; more in
+# ptb_charsets.WORD_EXTRA, measured on the jar).
 _EXTRA = (
     "\u00ad\u0237-\u024f\u02c2-\u02c5\u02d2-\u02df\u02e5-\u02ff\u0300-\u036f\u0370-\u037d\u0384\u0385\u03cf\u03f6"
     "\u03fc-\u03ff\u0483-\u0487\u04cf\u04f6-\u04ff\u0510-\u0525\u055a-\u055f\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4"
@@ -69,18 +65,20 @@ _SENTENCE_STARTERS = "|".join(
 
 def patterns() -> list[tuple[str, str]]:
     """(action, regex) of every lexer rule in priority order; a group ``t`` marks the token inside its context."""
-    letter = f"[{_letter_class()}]"
+    letter = f"[{LETTERS}]"
     splet = r"&[aeiouAEIOU](?i:acute|grave|uml);"
-    wl = f"(?:[{_letter_class()}{_EXTRA}]|{splet})"
-    wld = f"(?:[{_letter_class()}{_EXTRA}0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]|{splet})"
+    wl = f"(?:[{LETTERS}{_EXTRA}{WORD_EXTRA}]|{splet})"
+    wld = (
+        f"(?:[{LETTERS}{_EXTRA}{WORD_EXTRA}0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]|{splet})"
+    )
     word = f"{wl}{wld}*(?:[.!?]{wl}{wld}*)*"  # "etc.The" and "e.g" (before a final period) are one word
-    digit = r"[0-9\u0660-\u0669\u06f0-\u06f9\u0966-\u096f\u07c0-\u07c9]"
+    digit = f"[0-9{DIGITS}]"
     alnum = f"(?:{letter}|{digit})"
     space = r"[ \t\u00a0\u2000-\u200a\u3000]"
     newline = r"(?:\r\n|[\r\n\u2028\u2029\u000b\u000c\u0085])"
     spacenl = f"(?:{space}|{newline})"
     sgml = r"<\/?[A-Za-z!][^>\n]*>"
-    sentend = f"{spacenl}(?:{spacenl}|[A-Z]|{sgml})"
+    sentend = f"{spacenl}(?:{spacenl}|[{_upper_class()}]|{sgml})"  # Java's isUpperCase: "etc. \u00c9" too
     apos = r"(?:['\u0092\u2019]|&apos;)"
     aposx = rf"(?:{apos}|[\u0091\u2018\u201b])"
     redaux = rf"{apos}(?:[msdMSD]|(?i:re|ve|ll))"
@@ -140,7 +138,8 @@ def patterns() -> list[tuple[str, str]]:
         ("tok", rf"(?i:https?)://[^ \t\n\f\r\"<>|()]+{url_end}"),
         (
             "tok",
-            r"(?:(?:(?i:www)\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},\-_$]+\.)+"
+            # ",-_" in the second class is JFlex's range 0x2c-0x5f (digits, upper case, "@"...), as in the jar
+            r"(?:(?:(?i:www)\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},-_$]+\.)+"
             rf"(?i:com|net|org|edu)))(?:/[^ \t\n\f\r\"<>|()]+{url_end})?",
         ),
         (
@@ -168,6 +167,8 @@ def patterns() -> list[tuple[str, str]]:
         ),
         ("acronym", rf"(?P<t>(?:{acro}|[A-Za-z])\.){spacenl}+(?:{_SENTENCE_STARTERS}){spacenl}"),
         ("acronym", rf"(?P<t>{abbrev1}){sentend}"),
+        # two characters of any kind as context: "co.a" is "co." "a" (5 > 4), "co.ab" stays a word (tie: earlier rule)
+        ("tok", rf"(?P<t>{abbrev1})(?s:..)"),
         ("tok", abbrev1),
         ("tok", rf"{abbrev4}\."),
         ("tok", rf"(?P<t>{abbrev4}){space}"),
@@ -175,7 +176,7 @@ def patterns() -> list[tuple[str, str]]:
         ("tok", rf"(?P<t>{apos}[0-9][0-9]){spacenl}"),
         ("word", rf"(?P<t>{word}\.)[,;:]"),
         ("phone", r"(?:\([0-9]{3}\)[ \u00a0]?|[0-9]{3}[\- \u00a0.])[0-9]{3}[\- \u00a0.][0-9]{4}"),
-        ("smiley", r"(?P<t>[<>]?[:;=][\-o*']?[()DPdpO\\{@|\[\]])(?:[^A-Za-z]|$)"),
+        ("smiley", r"(?P<t>[<>]?[:;=][\-o*']?[()DPdpO\\{@|\[\]])(?:[^A-Za-z0-9]|$)"),
         ("left", r"(?P<t>\"|&(?i:quot);)[A-Za-z0-9$]"),
         ("right", r"\"|&(?i:quot);"),
         ("tok", r"\+|[%&\u2030\u2031]|~|\^|\||\\"),
@@ -188,7 +189,7 @@ def patterns() -> list[tuple[str, str]]:
         ("rrb", r"\)"),
         ("hyphens", r"-+"),
         ("ellipsis", r"\.{3,5}|(?:\.[ \u00a0]){2,4}\.|[\u0085\u2026]"),
-        ("tok", r"#[A-Za-z][A-Za-z0-9]*|@[A-Za-z][A-Za-z0-9_]*"),
+        ("tok", rf"#{letter}+|@[A-Za-z][A-Za-z0-9_]*"),
         ("tok", r"@+|#+|_+"),
         ("tok", r"\*+|(?:\\\*){1,3}"),
         ("tok", r"[,;:]"),
@@ -205,7 +206,7 @@ def patterns() -> list[tuple[str, str]]:
         ("left", r"(?P<t>')[A-Za-z][^ \t\n\r\u00a0]"),
         ("right", redaux),
         ("right", quotes),
-        ("tok", f"[{_MISC}]"),
+        ("tok", f"[{_MISC}{SYMBOLS}]"),
         ("skip", rf"\x00|{space}+|[\u200b\u200e\u200f\ufeff]|&(?i:nbsp);"),
         ("newline", newline),
         ("skip", r"(?s:.)"),
