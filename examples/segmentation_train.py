@@ -2,7 +2,7 @@
 
 The comparison of the course report (four heads on frozen DINOv2 patch features), runnable offline: by default it
 generates ShapesWorld with colour-shape masks (19 classes), pretrains a tiny ViT (conv stem, 4-pixel patches) for
-about two minutes of CPU on ShapesWorld *shape* masks of a separate world (background / circle / square / triangle,
+about 2.5 minutes of CPU on ShapesWorld *shape* masks of a separate world (background / circle / square / triangle,
 one linear classifier per patch token; cached in the run folder and reused), freezes it, and trains a head on its
 patch tokens to the 19 colour-shape classes. `--head all` computes the frozen features once and trains the four
 heads on them, then prints the table.
