@@ -1,6 +1,6 @@
 """examples/segmentation_train.py end to end in subprocesses: a short run of the four heads on shared frozen features
 (files, table, pictures, reuse of the pretrained backbone), --eval-only from the folder alone, the learning check
-against the untrained head, and flag validation."""
+against the majority baseline (background everywhere), and flag validation."""
 
 from __future__ import annotations
 
@@ -68,32 +68,52 @@ def test_all_heads_share_features_and_the_folder_describes_itself(tmp_path: Path
     assert (out / "metrics.jsonl").read_text() == before
 
 
-def test_a_short_run_beats_the_untrained_head(tmp_path: Path) -> None:
-    """A linear head on the pretrained tiny ViT's frozen tokens learns well beyond its untrained start (the
-    logged epoch-0 mIoU, about 0.01 with 19 classes; about 0.08 after 4 short epochs at these tiny settings)."""
+def majority_miou(num_scenes: int) -> float:
+    """mIoU of predicting background everywhere on the recipe's validation split (the trivial baseline)."""
+    import torch
+
+    from vlblocks.data import ShapesWorld
+    from vlblocks.metrics import SegmentationMetrics
+
+    view = ShapesWorld("val", num_scenes=max(num_scenes // 10, 50), image_size=64, seed=0).segmentation(
+        "color_shape"
+    )
+    masks = torch.stack([view[i]["mask"] for i in range(len(view))])
+    metric = SegmentationMetrics(len(view.class_names))
+    metric.update(torch.zeros_like(masks), masks)
+    return metric.compute().miou
+
+
+def test_a_short_run_beats_the_majority_baseline(tmp_path: Path) -> None:
+    """A short run of the default recipe at tiny sizes (200 scenes; a width-32, depth-1 ViT pretrained for 48
+    steps on shape masks; a linear head for 5 epochs: about 13 s of CPU) beats predicting background everywhere
+    (mIoU 0.046: the background's IoU over the classes present) by far: about 0.12. The same run with
+    --pretrain-epochs 0 stays at the majority baseline (0.046), so the pretraining is what makes the frozen
+    tokens useful."""
     out = tmp_path / "learn"
-    args = [
+    tiny = [
         "--num-scenes",
         "200",
-        "--pretrain-epochs",
-        "2",
         "--dim",
         "32",
         "--depth",
         "1",
         "--patch-size",
+        "4",
+        "--pretrain-epochs",
         "8",
     ]
     ok(
         run(
-            [*args, "--head", "linear", "--epochs", "4", "--lr", "3e-2", "--output-dir", str(out)], tiny=False
+            [*tiny, "--head", "linear", "--epochs", "5", "--lr", "2e-2", "--output-dir", str(out)], tiny=False
         )
     )
-    history = [r for r in rows(out) if r["head"] == "linear"]
-    assert history[0]["epoch"] == 0 and history[-1]["epoch"] == 4
-    untrained, final = history[0]["miou"], history[-1]["miou"]
-    assert final > untrained + 0.05 and final > 4 * untrained, (untrained, final)
-    assert history[-1]["miou"] > history[1]["miou"]  # still improving after the first epoch
+    history = [r["miou"] for r in rows(out) if r["head"] == "linear"]
+    assert len(history) == 6  # epoch 0 (the untrained head) and 5 epochs
+    baseline = majority_miou(200)
+    assert 0.03 < baseline < 0.07, baseline
+    assert history[-1] > 2 * baseline and history[-1] > 5 * history[0], (baseline, history)
+    assert history[-1] > history[1]  # still improving after the first epoch
 
 
 @pytest.mark.parametrize(
