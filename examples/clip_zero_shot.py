@@ -59,9 +59,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument(
         "--max-objects",
         type=T.positive_int,
-        default=1,
-        help="ShapesWorld objects per scene at most (1: the label is the one object's shape; 5: ShapesWorld's "
-        "default scenes, the label is the shape of the object nearest the centre)",
+        default=5,
+        help="ShapesWorld objects per scene at most (5: ShapesWorld's default scenes, the label is the shape of "
+        "the object nearest the centre; 1: the one object's shape)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=T.positive_int, default=250)
