@@ -109,6 +109,33 @@ def test_siglip_with_a_fixed_temperature(tmp_path: Path) -> None:
     assert float(tensors["logit_bias"]) == -10.0  # SigLIP's bias, fixed together with the temperature
 
 
+def test_hard_negatives_swap_one_shape_word_and_train(tmp_path: Path) -> None:
+    """swap_shape changes exactly one shape word into another shape (plurals too) and leaves a caption without one
+    as it is; a short --hard-negatives run trains and records the flag."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("retrieval_train", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "two shapes: a small red circle at the top and a large blue square in the center"
+    g = torch.Generator().manual_seed(0)
+    swapped = {module.swap_shape(text, g) for _ in range(30)}
+    assert text not in swapped and len(swapped) == 4  # 2 positions x 2 other shapes
+    for s in swapped:
+        changed = [(a, b) for a, b in zip(text.split(), s.split()) if a != b]
+        assert len(changed) == 1 and {a for a, _ in changed} <= {"circle", "square"}, s
+    assert {module.swap_shape("two circles", g) for _ in range(20)} == {"two squares", "two triangles"}
+    assert (
+        module.swap_shape("an image with three colorful shapes", g) == "an image with three colorful shapes"
+    )
+    out = tmp_path / "hn"
+    ok(run(["--epochs", "1", "--hard-negatives", "1", "--output-dir", str(out)]))
+    assert json.loads((out / "run_config.json").read_text())["args"]["hard_negatives"] == 1.0
+    assert rows(out)[-1]["loss"] > 0
+
+
 def test_hf_clip_evaluate_then_fine_tune(tmp_path: Path, tiny_clip_folder: Path) -> None:
     """The report's other two modes on an HF CLIP folder: evaluate it as is, then fine-tune it; the fine-tuned
     run folder evaluates again from the folder alone."""
