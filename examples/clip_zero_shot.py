@@ -56,6 +56,13 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--image-dir", type=Path, default=None, help="one sub-folder of images per class")
     p.add_argument("--num-scenes", type=T.positive_int, default=1000, help="ShapesWorld validation scenes")
     p.add_argument("--image-size", type=T.positive_int, default=64, help="ShapesWorld image side")
+    p.add_argument(
+        "--max-objects",
+        type=T.positive_int,
+        default=5,
+        help="ShapesWorld objects per scene at most (5: ShapesWorld's default scenes, the label is the shape of "
+        "the object nearest the centre; 1: the one object's shape)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=T.positive_int, default=250)
     p.add_argument("--output-dir", type=Path, default=Path("runs") / "zero_shot")
@@ -92,7 +99,13 @@ def load_model(args) -> DualEncoder:
 def load_images(args) -> tuple[list, list[int], list[str]]:
     """(images, labels, class names): ShapesWorld's classification view, or --image-dir's sub-folders."""
     if args.image_dir is None:
-        view = ShapesWorld("val", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed)
+        view = ShapesWorld(
+            "val",
+            num_scenes=args.num_scenes,
+            image_size=args.image_size,
+            seed=args.seed,
+            max_objects=args.max_objects,
+        )
         view = view.classification()
         return [view[i]["image"] for i in range(len(view))], view.labels(), list(view.class_names)
     classes = sorted(d for d in args.image_dir.iterdir() if d.is_dir())

@@ -2,9 +2,10 @@
 
 The recipe of the course report, runnable offline: by default it generates ShapesWorld image-caption pairs (the
 full caption of every scene names each object with its size, colour, shape and position), trains a tiny CNN image
-tower and a tiny BERT text tower from scratch with CLIP's symmetric InfoNCE loss, and reports Recall@1/5/10 both
-ways on 1,000 validation scenes each epoch, every scene queried with its full caption. The report's three modes are
-flags: evaluate a checkpoint (--eval-only), train from scratch (the default), fine-tune (--init).
+tower and a tiny bidirectional-GRU text tower from scratch with CLIP's symmetric InfoNCE loss, and reports
+Recall@1/5/10 both ways on 1,000 validation scenes each epoch, every scene queried with its full caption (measured:
+t2i R@1 0.89-0.90 in about 4 minutes of CPU). The report's three modes are flags: evaluate a checkpoint
+(--eval-only), train from scratch (the default), fine-tune (--init).
 
 Commands:
     python examples/retrieval_train.py                         # ShapesWorld, tiny towers, CLIP loss
@@ -12,6 +13,7 @@ Commands:
     python examples/retrieval_train.py --resume                # continue runs/retrieval from its checkpoint
     python examples/retrieval_train.py --loss siglip --temperature 0.1 --output-dir runs/retrieval-siglip
     python examples/retrieval_train.py --temperature 0.05 --no-learnable-temperature --output-dir runs/ret-t05
+    python examples/retrieval_train.py --hard-negatives 1 --output-dir runs/retrieval-hn   # shape-swapped captions
     python examples/retrieval_train.py --init runs/retrieval --lr 3e-4 --epochs 2 --output-dir runs/ret-ft
     python examples/retrieval_train.py --eval-only --init openai/clip-vit-base-patch32 --output-dir runs/clip-eval
     python examples/retrieval_train.py --init openai/clip-vit-base-patch32 --lr 1e-5 --batch-size 64 \\
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -40,10 +43,13 @@ import torch
 from vlblocks import training as T
 from vlblocks.data import CocoCaptions, ShapesWorld, build_word_tokenizer
 from vlblocks.data.collate import stack_images
+from vlblocks.data.shapes import SHAPES
 from vlblocks.losses import contrastive_loss, siglip_loss
 from vlblocks.metrics import retrieval_recall
 from vlblocks.models import RetrievalPreset, build_dual_encoder, load_run
+from vlblocks.training.run import nonneg_float
 
+SHAPE_WORD = re.compile(r"\b(" + "|".join(SHAPES) + r")(?=s?\b)")
 CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "stop_after", "threads", "device", "save_every")
 METRICS = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10")
 
@@ -68,10 +74,12 @@ def parse_args(argv: list[str] | None = None):
         "--image-encoder", default="tiny-cnn", help="tiny-cnn | tiny-vit | a timm / HF name or path"
     )
     g.add_argument(
-        "--text-encoder", default="tiny-bert", help="tiny-bert | tiny-roberta | an HF name or path"
+        "--text-encoder", default="tiny-gru", help="tiny-gru | tiny-bert | tiny-roberta | an HF name or path"
     )
     g.add_argument("--dim", type=T.positive_int, default=64, help="tiny tower width")
-    g.add_argument("--text-depth", type=T.positive_int, default=2, help="tiny text encoder layers")
+    g.add_argument(
+        "--text-depth", type=T.positive_int, default=2, help="tiny text encoder layers (GRU / BERT)"
+    )
     g.add_argument("--heads", type=T.positive_int, default=2)
     g.add_argument("--patch-size", type=T.positive_int, default=8, help="tiny image towers: pixels per token")
     g.add_argument("--embed-dim", type=T.positive_int, default=64, help="shared embedding width")
@@ -87,6 +95,13 @@ def parse_args(argv: list[str] | None = None):
         "--temperature", type=T.positive_float, default=0.07, help="initial (or fixed) temperature"
     )
     g.add_argument("--learnable-temperature", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument(
+        "--hard-negatives",
+        type=nonneg_float,
+        default=0.0,
+        help="ShapesWorld: weight of a loss that tells each image's caption from the same caption with one "
+        "shape word swapped (0: off)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr-decay", choices=["cosine", "linear", "none"], default="cosine")
     g.add_argument("--eval-batch-size", type=T.positive_int, default=250)
@@ -170,16 +185,34 @@ def train_batch(model, dataset, indices, args, step: int):
         caps[0] if args.captions == "full" else caps[int(torch.randint(len(caps), (1,), generator=g))]
         for caps in (item["captions"] for item in items)
     ]
+    if args.hard_negatives:  # B captions, then the same B with one shape word swapped
+        texts += [swap_shape(t, g) for t in texts]
     return pixels(model, [item["image"] for item in items]), tokens(model, texts, args)
+
+
+def swap_shape(text: str, g: torch.Generator) -> str:
+    """The caption with one of its shape words (drawn at random) replaced by another shape: a hard negative."""
+    found = list(SHAPE_WORD.finditer(text))
+    if not found:
+        return text
+    m = found[int(torch.randint(len(found), (1,), generator=g))]
+    others = [s for s in SHAPES if s != m.group(1)]
+    return text[: m.start()] + others[int(torch.randint(len(others), (1,), generator=g))] + text[m.end() :]
 
 
 def compute_loss(model, batch, args) -> torch.Tensor:
     out = model(batch[0], **batch[1])
+    image, text = out.image_embeds, out.text_embeds[: len(out.image_embeds)]  # (B, E), (B, E)
     if args.loss == "siglip":
-        return siglip_loss(
-            out.image_embeds, out.text_embeds, out.logit_scale, out.logit_bias, normalize=False
-        )
-    return contrastive_loss(out.image_embeds, out.text_embeds, out.logit_scale, normalize=False)
+        loss = siglip_loss(image, text, out.logit_scale, out.logit_bias, normalize=False)
+    else:
+        loss = contrastive_loss(image, text, out.logit_scale, normalize=False)
+    if args.hard_negatives:  # each image against its caption (class 0) and the caption's shape-swapped copy
+        swapped = out.text_embeds[len(image) :]  # (B, E)
+        pair = out.logit_scale * torch.stack([(image * text).sum(-1), (image * swapped).sum(-1)], dim=1)
+        right = torch.zeros(len(image), dtype=torch.long, device=image.device)
+        loss = loss + args.hard_negatives * torch.nn.functional.cross_entropy(pair, right)
+    return loss
 
 
 @torch.no_grad()

@@ -89,14 +89,15 @@ def test_short_run_writes_a_self_describing_folder(tmp_path: Path) -> None:
 
 
 def test_default_model_learns_beyond_chance(tmp_path: Path) -> None:
-    """A short run (100 steps) of the default architecture ranks the right scene among the top 5 of 100 far more
-    often than chance (0.05), both ways."""
-    out = tmp_path / "learn"
-    args = ["--num-scenes", "1600", "--val-scenes", "100", "--epochs", "4", "--batch-size", "64"]
-    ok(run([*args, "--output-dir", str(out)], tiny=False, timeout=900))
-    final = rows(out)[-1]
-    assert final["t2i_R@5"] > 0.15 and final["i2t_R@5"] > 0.15, final
-    assert final["t2i_R@10"] > 0.25, final
+    """50 steps (2 epochs of 1,600 scenes, batch 64) of the default architecture put the right scene first for
+    a quarter or more of 100 full-caption queries, both ways (chance 0.01; measured 0.46 and 0.48); the first
+    epoch's row (25 steps, measured 0.07) is the control that the recalls grow with training."""
+    args = ["--num-scenes", "1600", "--val-scenes", "100", "--epochs", "2", "--batch-size", "64"]
+    ok(run([*args, "--output-dir", str(tmp_path / "run")], tiny=False, timeout=900))
+    history = rows(tmp_path / "run")
+    first, final = history[0], history[-1]
+    assert final["t2i_R@1"] > 0.25 and final["i2t_R@1"] > 0.25, final
+    assert final["t2i_R@1"] > first["t2i_R@1"] + 0.2, (first, final)
 
 
 def test_siglip_with_a_fixed_temperature(tmp_path: Path) -> None:
@@ -106,6 +107,33 @@ def test_siglip_with_a_fixed_temperature(tmp_path: Path) -> None:
     assert rows(out)[-1]["scale"] == pytest.approx(10.0, rel=1e-6)  # the temperature did not move
     tensors = load_file(out / "checkpoint" / "model.safetensors")
     assert float(tensors["logit_bias"]) == -10.0  # SigLIP's bias, fixed together with the temperature
+
+
+def test_hard_negatives_swap_one_shape_word_and_train(tmp_path: Path) -> None:
+    """swap_shape changes exactly one shape word into another shape (plurals too) and leaves a caption without one
+    as it is; a short --hard-negatives run trains and records the flag."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("retrieval_train", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "two shapes: a small red circle at the top and a large blue square in the center"
+    g = torch.Generator().manual_seed(0)
+    swapped = {module.swap_shape(text, g) for _ in range(30)}
+    assert text not in swapped and len(swapped) == 4  # 2 positions x 2 other shapes
+    for s in swapped:
+        changed = [(a, b) for a, b in zip(text.split(), s.split()) if a != b]
+        assert len(changed) == 1 and {a for a, _ in changed} <= {"circle", "square"}, s
+    assert {module.swap_shape("two circles", g) for _ in range(20)} == {"two squares", "two triangles"}
+    assert (
+        module.swap_shape("an image with three colorful shapes", g) == "an image with three colorful shapes"
+    )
+    out = tmp_path / "hn"
+    ok(run(["--epochs", "1", "--hard-negatives", "1", "--output-dir", str(out)]))
+    assert json.loads((out / "run_config.json").read_text())["args"]["hard_negatives"] == 1.0
+    assert rows(out)[-1]["loss"] > 0
 
 
 def test_hf_clip_evaluate_then_fine_tune(tmp_path: Path, tiny_clip_folder: Path) -> None:

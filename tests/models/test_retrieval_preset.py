@@ -34,6 +34,18 @@ def test_build_gives_a_dual_encoder_whose_every_parameter_learns() -> None:
     assert not missing, missing
 
 
+def test_text_tower_choice_gru_by_default_bert_on_request() -> None:
+    from vlblocks.encoders import GRUTextEncoder, TextEncoder
+
+    tokenizer = build_word_tokenizer(TEXTS)
+    gru = build_dual_encoder(tiny(), tokenizer=tokenizer).text_encoder
+    assert isinstance(gru, GRUTextEncoder) and gru.dim == 16 and gru.depth == 1
+    bert = build_dual_encoder(tiny(text_encoder="tiny-bert"), tokenizer=tokenizer).text_encoder
+    assert isinstance(bert, TextEncoder) and not isinstance(bert, GRUTextEncoder)
+    with pytest.raises(ValueError, match="tokenizer is required for text_encoder='tiny-gru'"):
+        build_dual_encoder(tiny())
+
+
 class PixelTokens(nn.Module):
     """A stub image tower: every pixel is a token (its RGB), after a mean-pooled summary token."""
 

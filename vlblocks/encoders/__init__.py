@@ -1,4 +1,5 @@
-"""Encoders: uniform wrappers over timm / HF image and text encoders, plus a native tiny CNN.
+"""Encoders: uniform wrappers over timm / HF image and text encoders, plus a native tiny CNN and a
+native GRU text tower.
 
 Every encoder returns an `EncoderOutput(tokens (B, N, D), mask (B, N) or None, cls (B, D))` whose first token
 is a summary token. Shapes: B batch, N tokens, D width.
@@ -16,6 +17,7 @@ from vlblocks.encoders.image import (
     ImageEncoder,
 )
 from vlblocks.encoders.output import EncoderOutput
+from vlblocks.encoders.recurrent import GRUTextEncoder
 from vlblocks.encoders.text import TextEncoder
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "IMAGENET_STD",
     "ConvNet",
     "EncoderOutput",
+    "GRUTextEncoder",
     "ImageConfig",
     "ImageEncoder",
     "TextEncoder",

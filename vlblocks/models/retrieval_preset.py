@@ -31,14 +31,15 @@ __all__ = ["GridPool", "RetrievalPreset", "build_dual_encoder"]
 class RetrievalPreset:
     """Everything that decides a retrieval DualEncoder's architecture (not its tokenizer).
 
-    Towers: ``"tiny-cnn"`` / ``"tiny-vit"`` and ``"tiny-bert"`` / ``"tiny-roberta"`` (random init, offline), or
+    Towers: ``"tiny-cnn"`` / ``"tiny-vit"`` and ``"tiny-gru"`` (`GRUTextEncoder`) / ``"tiny-bert"`` /
+    ``"tiny-roberta"`` (random init, offline; ``text_depth`` layers), or
     an ``ImageEncoder`` / ``TextEncoder`` hub name or folder. ``clip``: an HF CLIPModel name or folder that replaces
     both towers (then the tower fields are unused). ``image_dim=0`` means "same as ``dim``". ``loss="siglip"``
     adds SigLIP's learnable logit bias.
     """
 
     image_encoder: str = "tiny-cnn"
-    text_encoder: str = "tiny-bert"
+    text_encoder: str = "tiny-gru"
     clip: str = ""
     image_size: int = 64
     patch_size: int = 8
@@ -135,6 +136,7 @@ def build_dual_encoder(preset: RetrievalPreset, *, tokenizer: Any = None) -> nn.
         ValueError: a tiny text encoder without `tokenizer`.
     """
     from vlblocks.encoders import ImageEncoder, TextEncoder
+    from vlblocks.encoders.recurrent import GRUTextEncoder
     from vlblocks.models.dual_encoder import DualEncoder
 
     p = preset
@@ -161,9 +163,11 @@ def build_dual_encoder(preset: RetrievalPreset, *, tokenizer: Any = None) -> nn.
             num_tokens=(p.image_size // p.patch_size) ** 2,
             cells=min(p.pool_cells, p.image_size // p.patch_size),
         )
-    if p.text_encoder.startswith("tiny-"):
-        if tokenizer is None:
-            raise ValueError(f"tokenizer is required for text_encoder={p.text_encoder!r}, got None")
+    if p.text_encoder.startswith("tiny-") and tokenizer is None:
+        raise ValueError(f"tokenizer is required for text_encoder={p.text_encoder!r}, got None")
+    if p.text_encoder == "tiny-gru":
+        text: nn.Module = GRUTextEncoder(tokenizer, dim=p.dim, depth=p.text_depth)
+    elif p.text_encoder.startswith("tiny-"):
         text = TextEncoder.tiny(
             p.text_encoder[5:],
             tokenizer=tokenizer,
