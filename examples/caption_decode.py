@@ -46,12 +46,21 @@ ROWS = [
     ("greedy + prompt", "prompt={prompt}"),
     ("top-k 50, T=0.7 + prompt", "top_k=50,temperature=0.7,prompt={prompt}"),
 ]
-SETTINGS = {"num_beams": int, "temperature": float, "top_k": int, "top_p": float, "min_p": float,
-            "repetition_penalty": float, "no_repeat_ngram_size": int, "length_penalty": float, "prompt": str}
+SETTINGS = {
+    "num_beams": int,
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "repetition_penalty": float,
+    "no_repeat_ngram_size": int,
+    "length_penalty": float,
+    "prompt": str,
+}
 
 
 def parse_row(spec: str) -> dict:
-    """"top_k=5,temperature=0.1" -> {"top_k": 5, "temperature": 0.1}; "greedy" or "" -> {}."""
+    """ "top_k=5,temperature=0.1" -> {"top_k": 5, "temperature": 0.1}; "greedy" or "" -> {}."""
     row: dict = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if part == "greedy":
@@ -62,8 +71,14 @@ def parse_row(spec: str) -> dict:
         try:
             row[key.strip()] = SETTINGS[key.strip()](value.strip())
         except ValueError:
-            raise ValueError(f"row setting {key.strip()} must be {SETTINGS[key.strip()].__name__}, got {value!r}") from None
-    if any(k in row for k in ("top_k", "top_p", "min_p")) and "temperature" not in row and "num_beams" not in row:
+            raise ValueError(
+                f"row setting {key.strip()} must be {SETTINGS[key.strip()].__name__}, got {value!r}"
+            ) from None
+    if (
+        any(k in row for k in ("top_k", "top_p", "min_p"))
+        and "temperature" not in row
+        and "num_beams" not in row
+    ):
         row["temperature"] = 1.0
     return row
 
@@ -71,18 +86,28 @@ def parse_row(spec: str) -> dict:
 def parse_args(argv: list[str] | None = None):
     p = T.make_parser(__doc__)
     p.add_argument("--run", type=Path, default=Path("runs/caption"), help="a caption_train.py run folder")
-    p.add_argument("--row", action="append", default=None, help="a row's settings (repeatable; replaces the defaults)")
+    p.add_argument(
+        "--row", action="append", default=None, help="a row's settings (repeatable; replaces the defaults)"
+    )
     p.add_argument("--prompt", default=PROMPT, help="the text prompt of the default prompt rows")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (every sampled row starts from it)")
-    p.add_argument("--val-scenes", type=T.positive_int, default=None, help="validation images (default: the run's)")
+    p.add_argument(
+        "--val-scenes", type=T.positive_int, default=None, help="validation images (default: the run's)"
+    )
     p.add_argument("--batch-size", type=T.positive_int, default=250)
-    p.add_argument("--max-new-tokens", type=T.positive_int, default=None, help="default: the run's max length - 1")
-    p.add_argument("--output", type=Path, default=None, help="folder for decoding.md / .json (default: --run)")
+    p.add_argument(
+        "--max-new-tokens", type=T.positive_int, default=None, help="default: the run's max length - 1"
+    )
+    p.add_argument(
+        "--output", type=Path, default=None, help="folder for decoding.md / .json (default: --run)"
+    )
     p.add_argument("--threads", type=T.nonneg_int, default=0)
     args = p.parse_args(argv)
     if not (args.run / "run_config.json").is_file():
-        p.error(f"--run {args.run} holds no caption run; train one first: python examples/caption_train.py "
-                f"--output-dir {args.run}")
+        p.error(
+            f"--run {args.run} holds no caption run; train one first: python examples/caption_train.py "
+            f"--output-dir {args.run}"
+        )
     rows = [(r, r) for r in args.row] if args.row else [(n, s.format(prompt=args.prompt)) for n, s in ROWS]
     try:
         args.rows = [(name, parse_row(spec)) for name, spec in rows]
@@ -135,17 +160,36 @@ def main(argv: list[str] | None = None) -> int:
     for name, settings in T.progress(args.rows, desc="rows"):
         captions = decode(run.model, images, settings, args)
         scores = caption_scores(references, dict(zip(references, captions))).summary()
-        table.append({"decoding": name, "BLEU-4 (%)": 100 * scores["Bleu_4"], "CIDEr-D": scores["CIDEr"],
-                      "distinct": len(set(captions)), "example": captions[0]})
+        table.append(
+            {
+                "decoding": name,
+                "BLEU-4 (%)": 100 * scores["Bleu_4"],
+                "CIDEr-D": scores["CIDEr"],
+                "distinct": len(set(captions)),
+                "example": captions[0],
+            }
+        )
         examples[name] = captions[:5]
         T.say(T.format_table(table) if len(table) == 1 else T.format_table(table).splitlines()[-1])
     out = args.output or args.run
     out.mkdir(parents=True, exist_ok=True)
-    head = (f"Decoding table of {args.run} on {len(images)} validation images (seed {args.seed}); "
-            f"first image's reference: {refs[0][1][0]!r}\n\n")
+    head = (
+        f"Decoding table of {args.run} on {len(images)} validation images (seed {args.seed}); "
+        f"first image's reference: {refs[0][1][0]!r}\n\n"
+    )
     (out / "decoding.md").write_text(head + T.format_table(table) + "\n")
-    (out / "decoding.json").write_text(json.dumps({"run": str(args.run), "seed": args.seed, "rows": table,
-                                                   "settings": dict(args.rows), "examples": examples}, indent=2))
+    (out / "decoding.json").write_text(
+        json.dumps(
+            {
+                "run": str(args.run),
+                "seed": args.seed,
+                "rows": table,
+                "settings": dict(args.rows),
+                "examples": examples,
+            },
+            indent=2,
+        )
+    )
     print("\n" + head + T.format_table(table))
     print(f"\nwritten: {out / 'decoding.md'}, {out / 'decoding.json'}")
     return 0

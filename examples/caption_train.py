@@ -57,10 +57,24 @@ from vlblocks.models.trained_view import TrainedView
 from vlblocks.peft import save_adapter
 from vlblocks.utils import count_parameters
 
-CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "stop_after", "threads", "device", "save_every", "ask")
-COMPARE = [("full", {"peft": "full"}), ("LoRA r=8", {"peft": "lora", "lora_r": 8, "lora_alpha": 16.0}),
-           ("LoRA r=16", {"peft": "lora", "lora_r": 16, "lora_alpha": 32.0}),
-           ("adapter", {"peft": "adapter"}), ("soft prompt", {"peft": "prompt"})]
+CONTROL = (
+    "output_dir",
+    "resume",
+    "overwrite",
+    "eval_only",
+    "stop_after",
+    "threads",
+    "device",
+    "save_every",
+    "ask",
+)
+COMPARE = [
+    ("full", {"peft": "full"}),
+    ("LoRA r=8", {"peft": "lora", "lora_r": 8, "lora_alpha": 16.0}),
+    ("LoRA r=16", {"peft": "lora", "lora_r": 16, "lora_alpha": 32.0}),
+    ("adapter", {"peft": "adapter"}),
+    ("soft prompt", {"peft": "prompt"}),
+]
 
 
 def parse_args(argv: list[str] | None = None):
@@ -70,16 +84,25 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--data-root", type=Path, default=None, help="COCO folder (with --data coco)")
     g.add_argument("--num-scenes", type=T.positive_int, default=4000, help="ShapesWorld train scenes")
     g.add_argument("--val-scenes", type=T.positive_int, default=500, help="validation images")
-    g.add_argument("--captions", choices=["full", "all"], default="full", help="ShapesWorld: train on the full caption or all")
+    g.add_argument(
+        "--captions",
+        choices=["full", "all"],
+        default="full",
+        help="ShapesWorld: train on the full caption or all",
+    )
     g = p.add_argument_group("model")
-    g.add_argument("--image-encoder", default="tiny-vit", help="tiny-vit | tiny-cnn | a timm / HF name or folder")
+    g.add_argument(
+        "--image-encoder", default="tiny-vit", help="tiny-vit | tiny-cnn | a timm / HF name or folder"
+    )
     g.add_argument("--pretrained", action="store_true", help="load the image encoder's weights")
     g.add_argument("--freeze-image-encoder", action="store_true")
     g.add_argument("--image-size", type=T.positive_int, default=64)
     g.add_argument("--patch-size", type=T.positive_int, default=8, help="tiny encoders")
     g.add_argument("--image-dim", type=T.positive_int, default=128, help="tiny encoders")
     g.add_argument("--image-depth", type=T.positive_int, default=2, help="tiny encoders")
-    g.add_argument("--decoder", default="tiny-gpt2", help="tiny-gpt2 | an HF GPT-2 name or folder (e.g. gpt2)")
+    g.add_argument(
+        "--decoder", default="tiny-gpt2", help="tiny-gpt2 | an HF GPT-2 name or folder (e.g. gpt2)"
+    )
     g.add_argument("--dim", type=T.positive_int, default=128, help="tiny decoder width")
     g.add_argument("--depth", type=T.positive_int, default=2, help="tiny decoder layers")
     g.add_argument("--heads", type=T.positive_int, default=4)
@@ -97,7 +120,9 @@ def parse_args(argv: list[str] | None = None):
     g = p.add_argument_group("evaluation and use")
     g.add_argument("--eval-batch-size", type=T.positive_int, default=250)
     g.add_argument("--clip-model", default=None, help="also report CLIPScore with this HF CLIPModel")
-    g.add_argument("--compare", action="store_true", help="train full, LoRA r=8 / 16, adapter, soft prompt in turn")
+    g.add_argument(
+        "--compare", action="store_true", help="train full, LoRA r=8 / 16, adapter, soft prompt in turn"
+    )
     g.add_argument("--ask", type=Path, default=None, help="caption this image with the run in --output-dir")
     T.add_run_args(p, task="caption", epochs=10, batch_size=64, lr=2e-3, weight_decay=0.01)
     args = p.parse_args(argv)
@@ -114,13 +139,17 @@ def parse_args(argv: list[str] | None = None):
 def build_data(args):
     """(train items [(image, captions)], val items, val references {image_id: captions}, image ids)."""
     if args.data == "shapes":
-        splits = [ShapesWorld(s, num_scenes=n, image_size=args.image_size, seed=args.seed).captions(per_image=True)
-                  for s, n in (("train", args.num_scenes), ("val", args.val_scenes))]
+        splits = [
+            ShapesWorld(s, num_scenes=n, image_size=args.image_size, seed=args.seed).captions(per_image=True)
+            for s, n in (("train", args.num_scenes), ("val", args.val_scenes))
+        ]
     else:
         root = args.data_root
         try:
-            splits = [CocoCaptions(root / "annotations" / f"captions_{s}2014.json", root / f"{s}2014")
-                      for s in ("train", "val")]
+            splits = [
+                CocoCaptions(root / "annotations" / f"captions_{s}2014.json", root / f"{s}2014")
+                for s in ("train", "val")
+            ]
         except (FileNotFoundError, ValueError) as err:
             raise SystemExit(f"--data-root {root}: {err}") from None
         splits[1] = torch.utils.data.Subset(splits[1], range(min(args.val_scenes, len(splits[1]))))
@@ -157,13 +186,17 @@ def build_model(args, preset, tokenizer, train, out: Path, dist, say):
     lm_state = None
     if preset.tiny_decoder:
         texts = [c for item in _records(train) for c in item["captions"]]
-        settings = dict(steps=args.lm_steps, batch_size=64, lr=args.lm_lr, max_length=args.max_length, seed=args.seed)
+        settings = dict(
+            steps=args.lm_steps, batch_size=64, lr=args.lm_lr, max_length=args.max_length, seed=args.seed
+        )
 
         def lm() -> dict:
             T.seed_everything(args.seed)
             build = lambda: GPT2Decoder(caption_decoder_config(preset, tokenizer, image=False))  # noqa: E731
             bar = lambda it: T.progress(it, desc="LM pretraining", enabled=dist.is_main)  # noqa: E731
-            return cached_language_model(out / "lm", build, tokenizer, texts, say=say, progress=bar, **settings)
+            return cached_language_model(
+                out / "lm", build, tokenizer, texts, say=say, progress=bar, **settings
+            )
 
         if dist.is_main:
             lm_state = lm()
@@ -186,9 +219,15 @@ def train_batch(model, dataset, indices, args, step: int):
     if not items or any(item is None or item.get("image") is None for item in items):
         return None
     g = torch.Generator().manual_seed(args.seed * 7919 + step)
-    texts = [c[0] if args.data == "shapes" and args.captions == "full" else c[int(torch.randint(len(c), (1,), generator=g))]
-             for c in (item["captions"] for item in items)]
-    return pixels(model, [item["image"] for item in items]), caption_tokens(model.tokenizer, texts, max_length=args.max_length)
+    texts = [
+        c[0]
+        if args.data == "shapes" and args.captions == "full"
+        else c[int(torch.randint(len(c), (1,), generator=g))]
+        for c in (item["captions"] for item in items)
+    ]
+    return pixels(model, [item["image"] for item in items]), caption_tokens(
+        model.tokenizer, texts, max_length=args.max_length
+    )
 
 
 @torch.no_grad()
@@ -196,17 +235,27 @@ def evaluate(model, val, refs, args, dist, **generation) -> dict:
     """Greedy (or `generation`) captions of the validation images (each rank its share) and their scores."""
     model.eval()
     n, b, rows = len(val), args.eval_batch_size, []
-    for s in T.progress(list(range(0, n, b))[dist.rank :: dist.world_size], desc="eval", leave=False, enabled=dist.is_main):
+    for s in T.progress(
+        list(range(0, n, b))[dist.rank :: dist.world_size], desc="eval", leave=False, enabled=dist.is_main
+    ):
         items = [val[i] for i in range(s, min(s + b, n))]
         items = [it for it in items if it is not None and it.get("image") is not None]
         if items:
-            caps = model.generate(pixels(model, [it["image"] for it in items]).to(dist.device),
-                                  max_new_tokens=args.max_length - 1, **generation)
+            caps = model.generate(
+                pixels(model, [it["image"] for it in items]).to(dist.device),
+                max_new_tokens=args.max_length - 1,
+                **generation,
+            )
             rows += [{"image_id": it["image_id"], "caption": tidy_caption(c)} for it, c in zip(items, caps)]
     rows = sorted(T.gather_lists(rows), key=lambda r: r["image_id"])
     model.train()
     scores = caption_scores({r["image_id"]: refs[r["image_id"]] for r in rows}, rows).summary()
-    return {"BLEU-4": scores["Bleu_4"], "CIDEr-D": scores["CIDEr"], "ROUGE-L": scores["ROUGE_L"], "predictions": rows}
+    return {
+        "BLEU-4": scores["Bleu_4"],
+        "CIDEr-D": scores["CIDEr"],
+        "ROUGE-L": scores["ROUGE_L"],
+        "predictions": rows,
+    }
 
 
 # ----------------------------------------------------------------------------- training
@@ -224,19 +273,27 @@ def train(args, out: Path, dist, say) -> tuple[int, list[dict], dict]:
         T.save_run_config(out, task="caption", args=args, model=preset.to_dict())
     steps_per_epoch = len(train_set) // args.batch_size // dist.world_size
     if steps_per_epoch == 0:
-        raise SystemExit(f"--batch-size {args.batch_size} x {dist.world_size} exceeds the {len(train_set)} training images")
+        raise SystemExit(
+            f"--batch-size {args.batch_size} x {dist.world_size} exceeds the {len(train_set)} training images"
+        )
     total = min(args.epochs * steps_per_epoch, args.max_steps or 10**12)
     optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = T.build_scheduler(optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total))
+    scheduler = T.build_scheduler(
+        optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total)
+    )
     state = {"step": 0, "loss_sum": 0.0, "loss_count": 0}
     if args.resume and T.has_checkpoint(ckpt):
         model = load_run(out).model.train().to(dist.device)  # the adapter file and the trained modules
         optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
-        scheduler = T.build_scheduler(optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total))
+        scheduler = T.build_scheduler(
+            optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total)
+        )
         state = T.load_checkpoint(ckpt, model=TrainedView(model), optimizer=optimizer, scheduler=scheduler)
         say(f"resumed from {ckpt} at step {state['step']}")
-    say(f"model: {count.trainable:,} of {count.total:,} parameters train ({100 * count.trainable / count.total:.2f}%); "
-        f"{total} steps of {args.batch_size} x {dist.world_size} images ({time.perf_counter() - t0:.0f}s set-up)")
+    say(
+        f"model: {count.trainable:,} of {count.total:,} parameters train ({100 * count.trainable / count.total:.2f}%); "
+        f"{total} steps of {args.batch_size} x {dist.world_size} images ({time.perf_counter() - t0:.0f}s set-up)"
+    )
     ddp, view = T.wrap_ddp(model, dist), TrainedView(model)
     log, history, final = T.MetricLogger(out / "metrics.jsonl", rank=dist.rank), [], {}
 
@@ -250,10 +307,20 @@ def train(args, out: Path, dist, say) -> tuple[int, list[dict], dict]:
     epoch0, first = T.resume_position(step, steps_per_epoch)
     with T.stop_on_signal(message="stop requested: saving a checkpoint at the end of this step") as stop:
         for epoch in range(epoch0, args.epochs):
-            batches = T.shard_batches(len(train_set), per_batch=args.batch_size, seed=args.seed, epoch=epoch,
-                                      rank=dist.rank, world_size=dist.world_size)
+            batches = T.shard_batches(
+                len(train_set),
+                per_batch=args.batch_size,
+                seed=args.seed,
+                epoch=epoch,
+                rank=dist.rank,
+                world_size=dist.world_size,
+            )
             t_epoch = time.perf_counter()
-            bar = T.progress(range(first if epoch == epoch0 else 0, steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", enabled=dist.is_main)
+            bar = T.progress(
+                range(first if epoch == epoch0 else 0, steps_per_epoch),
+                desc=f"epoch {epoch + 1}/{args.epochs}",
+                enabled=dist.is_main,
+            )
             for b in bar:
                 if step >= total:
                     break
@@ -262,11 +329,17 @@ def train(args, out: Path, dist, say) -> tuple[int, list[dict], dict]:
                 loss = None
                 if batch:
                     tokens = batch[1]
-                    loss = ddp(batch[0].to(dist.device), tokens.input_ids.to(dist.device),
-                               attention_mask=tokens.attention_mask.to(dist.device), labels=tokens.labels.to(dist.device)).loss
+                    loss = ddp(
+                        batch[0].to(dist.device),
+                        tokens.input_ids.to(dist.device),
+                        attention_mask=tokens.attention_mask.to(dist.device),
+                        labels=tokens.labels.to(dist.device),
+                    ).loss
                 decision = T.agree(loss, stop=stop.requested or run_steps + 1 == args.stop_after)
                 if decision.nonfinite:
-                    say(f"non-finite loss at step {step}: stopping; the last good checkpoint in {ckpt} is kept")
+                    say(
+                        f"non-finite loss at step {step}: stopping; the last good checkpoint in {ckpt} is kept"
+                    )
                     code = 1
                     break
                 if not decision.skip:
@@ -275,7 +348,9 @@ def train(args, out: Path, dist, say) -> tuple[int, list[dict], dict]:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     optimizer.step()
                     scheduler.step()
-                    state.update(loss_sum=state["loss_sum"] + decision.loss, loss_count=state["loss_count"] + 1)
+                    state.update(
+                        loss_sum=state["loss_sum"] + decision.loss, loss_count=state["loss_count"] + 1
+                    )
                     bar.set_postfix(loss=f"{decision.loss:.3f}")
                 step, run_steps, stopped = step + 1, run_steps + 1, decision.stop
                 state["step"] = step
@@ -285,7 +360,9 @@ def train(args, out: Path, dist, say) -> tuple[int, list[dict], dict]:
                     save()
             if code:
                 break
-            if (step % steps_per_epoch == 0 or step >= total) and state["loss_count"]:  # the epoch is complete
+            if (step % steps_per_epoch == 0 or step >= total) and state[
+                "loss_count"
+            ]:  # the epoch is complete
                 t_train = time.perf_counter() - t_epoch
                 final = evaluate(model, val, refs, args, dist)
                 row = {"epoch": epoch + 1, "step": step, "loss": state["loss_sum"] / state["loss_count"]}
@@ -304,7 +381,7 @@ def train(args, out: Path, dist, say) -> tuple[int, list[dict], dict]:
     elif not code and dist.is_main and history:
         report(model, val, final, history, out, count)
         say(f"done in {time.perf_counter() - t0:.0f}s; outputs in {out}")
-    return code, history, final | {"params": count}
+    return code, history, final | {"params": count, "complete": step >= total}
 
 
 def clip_score(name: str, val, predictions: list[dict]) -> float:
@@ -324,12 +401,19 @@ def clip_score(name: str, val, predictions: list[dict]) -> float:
 def report(model, val, final, history, out: Path, count) -> None:
     """Final table, summary.json, predictions_val.json (COCO results) and captions.png."""
     print("\n" + T.format_table(history))
-    summary = {"final": history[-1], "history": history, "trainable_params": count.trainable, "total_params": count.total}
+    summary = {
+        "final": history[-1],
+        "history": history,
+        "trainable_params": count.trainable,
+        "total_params": count.total,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "predictions_val.json").write_text(json.dumps(final["predictions"], indent=1))
     caption_grid(val, final["predictions"]).save(out / "captions.png")
-    print(f"\nCIDEr-D {history[-1]['CIDEr-D']:.3f}, BLEU-4 {history[-1]['BLEU-4']:.3f} on {len(final['predictions'])} "
-          f"validation images; predictions in {out / 'predictions_val.json'} (score them with examples/caption_eval.py)")
+    print(
+        f"\nCIDEr-D {history[-1]['CIDEr-D']:.3f}, BLEU-4 {history[-1]['BLEU-4']:.3f} on {len(final['predictions'])} "
+        f"validation images; predictions in {out / 'predictions_val.json'} (score them with examples/caption_eval.py)"
+    )
 
 
 def caption_grid(val, predictions: list[dict], n: int = 8):
@@ -348,19 +432,30 @@ def compare(args, dist, say) -> int:
     rows, base = [], Path(args.output_dir)
     lm = base / "lm"
     for name, change in COMPARE:
-        run_args = type(args)(**{**vars(args), **change, "output_dir": base / name.replace(" ", "_").replace("=", "")})
+        run_args = type(args)(
+            **{**vars(args), **change, "output_dir": base / name.replace(" ", "_").replace("=", "")}
+        )
         out = T.prepare_run_dir(run_args.output_dir, overwrite=True, main=dist.is_main)
         if lm.is_dir() and dist.is_main and not (out / "lm").exists():
             (out / "lm").symlink_to(lm.resolve(), target_is_directory=True)
         say(f"\n=== {name} ({args.mode} mode) ===")
         code, history, final = train(run_args, out, dist, say)
-        if code or not history:
+        if code or not final.get("complete"):
+            say(f"--compare stopped during {name}; the finished rows are not written")
             return code or 1
         if not lm.exists() and (out / "lm").is_dir():
             lm.symlink_to((out / "lm").resolve(), target_is_directory=True)
         count, epochs = final["params"], len(history)
-        rows.append({"method": name, "CIDEr-D": final["CIDEr-D"], "BLEU-4": final["BLEU-4"], "trainable": count.trainable,
-                     "trainable %": 100 * count.trainable / count.total, "s/epoch": sum(h["train_s"] for h in history) / epochs})
+        rows.append(
+            {
+                "method": name,
+                "CIDEr-D": final["CIDEr-D"],
+                "BLEU-4": final["BLEU-4"],
+                "trainable": count.trainable,
+                "trainable %": 100 * count.trainable / count.total,
+                "s/epoch": sum(h["train_s"] for h in history) / epochs,
+            }
+        )
     table = T.format_table(rows)
     say(f"\nPEFT comparison, {args.mode} mode:\n{table}")
     if dist.is_main:
@@ -371,7 +466,9 @@ def compare(args, dist, say) -> int:
 def ask(args) -> int:
     run = load_run(args.output_dir)
     image = load_image(args.ask)
-    caption = run.model.generate(pixels(run.model, [image]), max_new_tokens=run.config["args"]["max_length"] - 1)[0]
+    caption = run.model.generate(
+        pixels(run.model, [image]), max_new_tokens=run.config["args"]["max_length"] - 1
+    )[0]
     print(tidy_caption(caption))
     return 0
 
@@ -388,7 +485,11 @@ def main(argv: list[str] | None = None) -> int:
         run = load_run(args.output_dir)
         _, val, refs = build_data(args)
         final = evaluate(run.model.to(dist.device), val, refs, args, dist)
-        history = T.read_jsonl(Path(args.output_dir) / "metrics.jsonl") if (Path(args.output_dir) / "metrics.jsonl").exists() else []
+        history = (
+            T.read_jsonl(Path(args.output_dir) / "metrics.jsonl")
+            if (Path(args.output_dir) / "metrics.jsonl").exists()
+            else []
+        )
         row = {"eval_only": True} | {k: final[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")}
         if dist.is_main:
             report(run.model, val, final, [*history, row], Path(args.output_dir), count_parameters(run.model))
@@ -397,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         T.prepare_run_dir(args.output_dir, resume=True, main=dist.is_main)
         return compare(args, dist, say)
     try:
-        out = T.prepare_run_dir(args.output_dir, resume=args.resume, overwrite=args.overwrite, main=dist.is_main)
+        out = T.prepare_run_dir(
+            args.output_dir, resume=args.resume, overwrite=args.overwrite, main=dist.is_main
+        )
     except T.RunFolderError as err:
         raise SystemExit(str(err)) from None
     T.barrier()

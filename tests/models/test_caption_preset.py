@@ -21,7 +21,9 @@ from vlblocks.models.caption_preset import (
 )
 from vlblocks.models.trained_view import TrainedView
 
-SIZES = dict(image_size=32, patch_size=8, image_dim=16, image_depth=1, dim=32, depth=2, heads=2, max_length=24)
+SIZES = dict(
+    image_size=32, patch_size=8, image_dim=16, image_depth=1, dim=32, depth=2, heads=2, max_length=24
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,9 @@ def _model(tok, lm_state, **kw):
 
 def _batch(tok):
     torch.manual_seed(2)
-    text = caption_tokens(tok, ["one shape: a large red circle", "two shapes: a small blue square"], max_length=24)
+    text = caption_tokens(
+        tok, ["one shape: a large red circle", "two shapes: a small blue square"], max_length=24
+    )
     return torch.randn(2, 3, 32, 32), text
 
 
@@ -64,11 +68,15 @@ def _grad_names(model, tok) -> set[str]:
 
 
 IMAGE_SIDE = r"image_encoder\..*|projector\..*"
-READERS = {"cross": r"decoder\.transformer\.h\.\d\.(crossattention|ln_cross_attn)\..*",
-           "prefix": r"decoder\.visual_(proj|norm)\..*"}
-PEFT = {"lora": r"decoder\.transformer\.h\.\d\.(attn|mlp)\.(c_attn|c_proj|c_fc)\.lora_[AB]",
-        "adapter": r"decoder\.transformer\.h\.\d\.(attn|crossattention)\.c_proj\.adapter\..*",
-        "prompt": r"decoder\.soft_prompt\.embedding"}
+READERS = {
+    "cross": r"decoder\.transformer\.h\.\d\.(crossattention|ln_cross_attn)\..*",
+    "prefix": r"decoder\.visual_(proj|norm)\..*",
+}
+PEFT = {
+    "lora": r"decoder\.transformer\.h\.\d\.(attn|mlp)\.(c_attn|c_proj|c_fc)\.lora_[AB]",
+    "adapter": r"decoder\.transformer\.h\.\d\.(attn|crossattention)\.c_proj\.adapter\..*",
+    "prompt": r"decoder\.soft_prompt\.embedding",
+}
 
 
 @pytest.mark.parametrize("mode", ["cross", "prefix"])
@@ -85,7 +93,9 @@ def test_each_peft_mode_trains_only_what_it_should(tok, lm_state, peft, mode) ->
         assert any(re.fullmatch(pattern, n) for n in names), pattern
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert "decoder.transformer.wte.weight" in frozen and "decoder.transformer.h.0.mlp.c_fc.weight" in frozen
-    if peft == "lora":  # golden count: per block r (in + out) over c_attn, attn.c_proj, c_fc, mlp.c_proj = 16 r D
+    if (
+        peft == "lora"
+    ):  # golden count: per block r (in + out) over c_attn, attn.c_proj, c_fc, mlp.c_proj = 16 r D
         lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
         assert lora == 2 * 16 * 16 * 32
     if peft == "prompt":
@@ -126,7 +136,9 @@ def test_prefix_mode_lm_head_sees_text_positions_only(tok, lm_state, peft) -> No
     assert seen == [torch.Size([2, text.input_ids.shape[1], 32])]  # not the 17 image (+ 10 prompt) positions
     assert out.logits.shape[:2] == text.input_ids.shape
     with torch.no_grad():  # control: the prefix reaches the text positions
-        assert not torch.allclose(model(pixels * 0, text.input_ids).logits, model(pixels, text.input_ids).logits)
+        assert not torch.allclose(
+            model(pixels * 0, text.input_ids).logits, model(pixels, text.input_ids).logits
+        )
 
 
 @pytest.mark.parametrize("mode", ["cross", "prefix"])
@@ -151,7 +163,9 @@ def test_trained_view_holds_the_trained_weights_only(tok, lm_state) -> None:
     keys = set(view.state_dict())
     assert any(k.startswith("image_encoder.") for k in keys) and "projector.weight" in keys
     assert "decoder.transformer.h.0.crossattention.c_attn.weight" in keys
-    assert not any("lora_" in k or k.startswith("decoder.transformer.wte") or ".attn.c_attn" in k for k in keys)
+    assert not any(
+        "lora_" in k or k.startswith("decoder.transformer.wte") or ".attn.c_attn" in k for k in keys
+    )
     assert list(view.parameters()) == []
     with torch.no_grad():
         model.projector.weight.add_(1.0)
@@ -169,8 +183,9 @@ def test_cached_language_model_is_reused(tok, tmp_path) -> None:
     kw = dict(steps=3, batch_size=4, max_length=24, seed=0)
     first = cached_language_model(tmp_path, build, tok, texts, say=said.append, **kw)
     again = cached_language_model(tmp_path, build, tok, texts, say=said.append, **kw)
-    assert "reusing" in said[-1] and torch.equal(first["transformer.h.0.attn.c_attn.weight"],
-                                                 again["transformer.h.0.attn.c_attn.weight"])
+    assert "reusing" in said[-1] and torch.equal(
+        first["transformer.h.0.attn.c_attn.weight"], again["transformer.h.0.attn.c_attn.weight"]
+    )
     cached_language_model(tmp_path, build, tok, texts, say=said.append, **{**kw, "steps": 4})
     assert any("other settings" in s for s in said)
     fresh = build().state_dict()["transformer.h.0.attn.c_attn.weight"]

@@ -51,7 +51,10 @@ def caption_tokens(tokenizer: Any, texts: Sequence[str], *, max_length: int) -> 
     check_positive_int("max_length", max_length)
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2 (BOS and EOS), got {max_length}")
-    rows = [[tokenizer.bos_token_id, *ids[: max_length - 2], tokenizer.eos_token_id] for ids in _ids(tokenizer, texts)]
+    rows = [
+        [tokenizer.bos_token_id, *ids[: max_length - 2], tokenizer.eos_token_id]
+        for ids in _ids(tokenizer, texts)
+    ]
     t = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), t), _pad_id(tokenizer), dtype=torch.long)  # (B, T)
     mask = torch.zeros(len(rows), t, dtype=torch.bool)  # (B, T)

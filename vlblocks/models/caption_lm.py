@@ -92,9 +92,12 @@ def cached_language_model(
 
     folder = Path(folder)
     decoder = build()
-    key = {"config": decoder.config.to_dict(), "vocab": len(tokenizer), "texts": len(texts), **{
-        k: v for k, v in settings.items() if k != "progress"
-    }}
+    key = {
+        "config": decoder.config.to_dict(),
+        "vocab": len(tokenizer),
+        "texts": len(texts),
+        **{k: v for k, v in settings.items() if k != "progress"},
+    }
     meta = folder / LM_CONFIG
     if meta.is_file() and (folder / LM_WEIGHTS).is_file():
         saved = json.loads(meta.read_text(encoding="utf-8"))

@@ -77,7 +77,16 @@ class CaptionPreset:
     prompt_tokens: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch_size", "image_dim", "image_depth", "dim", "depth", "heads", "max_length"):
+        for name in (
+            "image_size",
+            "patch_size",
+            "image_dim",
+            "image_depth",
+            "dim",
+            "depth",
+            "heads",
+            "max_length",
+        ):
             check_positive_int(name, getattr(self, name))
         for name in ("lora_r", "adapter_bottleneck", "prompt_tokens"):
             check_nonneg_int(name, getattr(self, name))
@@ -144,19 +153,29 @@ def build_captioner(preset: CaptionPreset, *, tokenizer: Any, lm_state: dict | N
     p = preset
     if p.image_encoder.startswith("tiny-"):
         image = ImageEncoder.tiny(
-            p.image_encoder[5:], image_size=p.image_size, dim=p.image_dim, depth=p.image_depth,
-            heads=p.heads, patch_size=p.patch_size,
+            p.image_encoder[5:],
+            image_size=p.image_size,
+            dim=p.image_dim,
+            depth=p.image_depth,
+            heads=p.heads,
+            patch_size=p.patch_size,
         )
     else:
-        image = ImageEncoder.from_pretrained(p.image_encoder, pretrained=p.pretrained, image_size=p.image_size)
+        image = ImageEncoder.from_pretrained(
+            p.image_encoder, pretrained=p.pretrained, image_size=p.image_size
+        )
     if p.tiny_decoder:
         decoder = GPT2Decoder(caption_decoder_config(p, tokenizer))
         if lm_state is not None:
             load_language_model(decoder, lm_state)
     else:
         decoder = GPT2Decoder.from_pretrained(
-            p.decoder, cross_attention=p.mode == "cross", mode=p.mode,
-            resid_pdrop=p.dropout, embd_pdrop=p.dropout, attn_pdrop=p.dropout,
+            p.decoder,
+            cross_attention=p.mode == "cross",
+            mode=p.mode,
+            resid_pdrop=p.dropout,
+            embd_pdrop=p.dropout,
+            attn_pdrop=p.dropout,
         )
     projector = nn.Linear(image.out_dim, decoder.config.image_width)
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else decoder.config.bos_token_id
@@ -203,7 +222,9 @@ def apply_caption_peft(model: nn.Module, preset: CaptionPreset) -> list[str]:
         targets = [r"transformer\.h\.\d+\.attn\.c_proj", r"transformer\.h\.\d+\.crossattention\.c_proj"]
         names = apply_adapters(decoder, targets, bottleneck=p.adapter_bottleneck)
     else:
-        vocab = decoder.config.vocab_size  # init: embeddings of P vocabulary tokens (Lester et al.'s "sampled vocab")
+        vocab = (
+            decoder.config.vocab_size
+        )  # init: embeddings of P vocabulary tokens (Lester et al.'s "sampled vocab")
         ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))[: p.prompt_tokens] % vocab
         decoder.soft_prompt = SoftPrompt.from_token_ids(decoder.transformer.wte, ids)
         names = ["soft_prompt"]

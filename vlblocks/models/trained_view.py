@@ -57,7 +57,9 @@ class TrainedView(nn.Module):
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
-            raise ValueError(f"state_dict does not fit the view: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"state_dict does not fit the view: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
         with torch.no_grad():
             for name, value in state_dict.items():
                 if name in own:
