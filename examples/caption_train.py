@@ -168,9 +168,10 @@ def _records(dataset):
 
 
 def build_tokenizer(args, train, out: Path, dist):
+    """The run's saved tokenizer (--resume), else a word-level one of the training captions or the hub GPT-2's."""
     from transformers import AutoTokenizer
 
-    if (out / "tokenizer").is_dir():
+    if args.resume and (out / "tokenizer").is_dir():
         return AutoTokenizer.from_pretrained(str(out / "tokenizer"))
     if args.decoder == "tiny-gpt2":
         tokenizer = build_word_tokenizer(c for item in _records(train) for c in item["captions"])
@@ -380,7 +381,9 @@ def train(args, out: Path, dist, say) -> tuple[int, list[dict], dict]:
         say(f"stopped at step {step}/{total}; checkpoint in {ckpt}; continue with --resume")
     elif not code and dist.is_main and history:
         report(model, val, final, history, out, count)
-        say(f"done in {time.perf_counter() - t0:.0f}s; outputs in {out}")
+        say(
+            f"done in {time.perf_counter() - t0:.0f}s ({time.process_time():.0f}s CPU time); outputs in {out}"
+        )
     return code, history, final | {"params": count, "complete": step >= total}
 
 

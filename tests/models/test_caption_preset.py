@@ -4,6 +4,7 @@ cached language model, and the preset's errors."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -102,11 +103,14 @@ def test_each_peft_mode_trains_only_what_it_should(tok, lm_state, peft, mode) ->
         assert model.decoder.soft_prompt.embedding.shape == (10, 32)
 
 
-@pytest.mark.parametrize("peft", ["full", "lora", "adapter"])
+@pytest.mark.parametrize("peft", ["full", "lora", "adapter", "prompt"])
 def test_cross_mode_starts_as_the_pretrained_language_model(tok, lm_state, peft) -> None:
+    """At init the zero cross-attention output, LoRA's zero B and the adapters' zero up-projection leave the
+    pretrained LM's logits unchanged (prompt: the LM reading the same soft prompt)."""
     model, preset = _model(tok, lm_state, peft=peft)
     lm = GPT2Decoder(caption_decoder_config(preset, tok, image=False))
     lm.load_state_dict(lm_state)
+    lm.soft_prompt = model.decoder.soft_prompt  # None except for prompt tuning
     pixels, text = _batch(tok)
     with torch.no_grad():
         got = model.eval()(pixels, text.input_ids, attention_mask=text.attention_mask).logits
@@ -115,6 +119,25 @@ def test_cross_mode_starts_as_the_pretrained_language_model(tok, lm_state, peft)
     other, _ = _model(tok, {k: v * 1.1 for k, v in lm_state.items()}, peft=peft)  # control: another LM
     with torch.no_grad():
         assert not torch.allclose(other.eval()(pixels, text.input_ids).logits, want, atol=1e-3)
+
+
+@pytest.mark.parametrize("peft", ["lora", "adapter", "prompt"])
+def test_prefix_mode_starts_as_the_pretrained_language_model(tok, lm_state, peft) -> None:
+    """Prefix mode: the PEFT captioner gives the logits of the pretrained LM reading the same visual prefix (and
+    soft prompt) without any PEFT layer."""
+    model, preset = _model(tok, lm_state, peft=peft, mode="prefix")
+    torch.manual_seed(0)
+    plain = build_captioner(preset, tokenizer=tok, lm_state=lm_state)  # no PEFT layers, same init
+    plain.decoder.soft_prompt = copy.deepcopy(model.decoder.soft_prompt)
+    pixels, text = _batch(tok)
+    with torch.no_grad():
+        got = model.eval()(pixels, text.input_ids, attention_mask=text.attention_mask).logits
+        want = plain.eval()(pixels, text.input_ids, attention_mask=text.attention_mask).logits
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for name, param in model.named_parameters():  # control: a non-zero PEFT update changes them
+            if param.requires_grad and ("lora_B" in name or "adapter" in name or "soft_prompt" in name):
+                param.add_(0.1)
+        assert not torch.allclose(model(pixels, text.input_ids).logits, plain(pixels, text.input_ids).logits)
 
 
 @pytest.mark.parametrize("mode", ["cross", "prefix"])
