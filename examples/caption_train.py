@@ -316,7 +316,7 @@ def train(args, out: Path, dist, say) -> tuple[int, list[dict], dict]:
                 rank=dist.rank,
                 world_size=dist.world_size,
             )
-            t_epoch = time.perf_counter()
+            t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
             bar = T.progress(
                 range(first if epoch == epoch0 else 0, steps_per_epoch),
                 desc=f"epoch {epoch + 1}/{args.epochs}",
@@ -364,10 +364,13 @@ def train(args, out: Path, dist, say) -> tuple[int, list[dict], dict]:
             if (step % steps_per_epoch == 0 or step >= total) and state[
                 "loss_count"
             ]:  # the epoch is complete
-                t_train = time.perf_counter() - t_epoch
+                t_train, cpu_train = time.perf_counter() - t_epoch, time.process_time() - cpu_epoch
                 final = evaluate(model, val, refs, args, dist)
                 row = {"epoch": epoch + 1, "step": step, "loss": state["loss_sum"] / state["loss_count"]}
-                row |= {k: final[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")} | {"train_s": t_train}
+                row |= {k: final[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")} | {
+                    "train_s": t_train,
+                    "train_cpu_s": cpu_train,
+                }
                 if args.clip_model:
                     row["CLIPScore"] = clip_score(args.clip_model, val, final["predictions"])
                 log.log(**row)
@@ -457,6 +460,7 @@ def compare(args, dist, say) -> int:
                 "trainable": count.trainable,
                 "trainable %": 100 * count.trainable / count.total,
                 "s/epoch": sum(h["train_s"] for h in history) / epochs,
+                "CPU s/epoch": sum(h["train_cpu_s"] for h in history) / epochs,
             }
         )
     table = T.format_table(rows)

@@ -171,6 +171,7 @@ def test_compare_trains_every_method(tmp_path: Path) -> None:
     table = json.loads((tmp_path / "compare.json").read_text())
     assert [r["method"] for r in table] == ["full", "LoRA r=8", "LoRA r=16", "adapter", "soft prompt"]
     count = {r["method"]: r["trainable"] for r in table}
+    assert all(0 < r["CPU s/epoch"] < 10 * r["s/epoch"] for r in table)  # one thread: CPU <= wall, roughly
     assert count["full"] > count["LoRA r=16"] > count["LoRA r=8"] > count["soft prompt"]
     assert count["LoRA r=16"] - count["LoRA r=8"] == 2 * 8 * 16 * 32  # 2 blocks, 8 more ranks of 16 D, D = 32
     assert (
