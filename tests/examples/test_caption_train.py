@@ -171,7 +171,7 @@ def test_compare_trains_every_method(tmp_path: Path) -> None:
     table = json.loads((tmp_path / "compare.json").read_text())
     assert [r["method"] for r in table] == ["full", "LoRA r=8", "LoRA r=16", "adapter", "soft prompt"]
     count = {r["method"]: r["trainable"] for r in table}
-    assert all(0 < r["CPU s/epoch"] < 10 * r["s/epoch"] for r in table)  # one thread: CPU <= wall, roughly
+    assert all(0 < r["CPU s/epoch"] <= 1.5 * r["s/epoch"] for r in table)  # one thread: CPU time <= wall
     assert count["full"] > count["LoRA r=16"] > count["LoRA r=8"] > count["soft prompt"]
     assert count["LoRA r=16"] - count["LoRA r=8"] == 2 * 8 * 16 * 32  # 2 blocks, 8 more ranks of 16 D, D = 32
     assert (
@@ -205,7 +205,8 @@ def test_default_configuration_learns(tmp_path: Path) -> None:
         captions = model.eval().generate(pixels, max_new_tokens=47)
     refs = view.references()
     untrained = cider_d(refs, dict(zip(refs, captions))).score
-    assert trained > untrained + 0.15, (trained, untrained)  # untrained: the LM's one generic caption
+    assert len(set(captions)) == 1  # untrained: the LM's one generic caption, whatever the image
+    assert trained > untrained + 0.3, (trained, untrained)  # measured: 0.947 against 0.441
 
 
 def test_decoding_table_is_seeded_and_its_greedy_row_is_training_evaluation(
