@@ -248,3 +248,18 @@ def test_decoding_table_default_rows_and_errors(short_run: Path, tmp_path: Path)
     assert proc.returncode == 2 and "python examples/caption_train.py --output-dir" in proc.stderr
     proc = run(DECODE, ["--run", str(short_run), "--row", "top_q=3"])
     assert proc.returncode == 2 and "NAME=VALUE with NAME in" in proc.stderr
+
+
+def test_coco_layout_from_shapesworld_export(tmp_path: Path) -> None:
+    """--data coco reads the COCO captions layout (here ShapesWorld.export()'s); each step takes a random reference."""
+    for split, n in (("train", 64), ("val", 12)):
+        ShapesWorld(split, num_scenes=n, image_size=32).export(tmp_path / "coco")
+    out = tmp_path / "run"
+    args = [*TINY, "--epochs", "1", "--val-scenes", "12", "--threads", "1"]
+    ok(run(TRAIN, [*args, "--data", "coco", "--data-root", str(tmp_path / "coco"), "--output-dir", str(out)]))
+    predictions = json.loads((out / "predictions_val.json").read_text())
+    assert len(predictions) == 12 and rows(out)[-1]["epoch"] == 1
+    proc = run(
+        TRAIN, ["--data", "coco", "--data-root", str(tmp_path / "missing"), "--output-dir", str(out / "x")]
+    )
+    assert proc.returncode != 0 and "--data-root" in proc.stdout + proc.stderr
