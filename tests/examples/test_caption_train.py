@@ -263,3 +263,10 @@ def test_coco_layout_from_shapesworld_export(tmp_path: Path) -> None:
         TRAIN, ["--data", "coco", "--data-root", str(tmp_path / "missing"), "--output-dir", str(out / "x")]
     )
     assert proc.returncode != 0 and "--data-root" in proc.stdout + proc.stderr
+
+
+def test_clip_score_with_a_local_clip_folder(tmp_path: Path, tiny_clip_folder: Path) -> None:
+    args = [*TINY, "--epochs", "1", "--num-scenes", "64", "--val-scenes", "12", "--threads", "1"]
+    ok(run(TRAIN, [*args, "--clip-model", str(tiny_clip_folder), "--output-dir", str(tmp_path / "run")]))
+    score = rows(tmp_path / "run")[-1]["CLIPScore"]
+    assert 0 <= score <= 2.5  # CLIPScore = 2.5 max(cos, 0)
