@@ -6,6 +6,7 @@ Imported as a namespace: ``from vlblocks import data; world = data.ShapesWorld("
 
 from __future__ import annotations
 
+from vlblocks.data.caption_batch import CaptionTokens, caption_tokens, prompt_tokens
 from vlblocks.data.coco import CocoCaptions
 from vlblocks.data.collate import VQACollator
 from vlblocks.data.image_io import UnreadableImageError, load_image
@@ -36,6 +37,7 @@ __all__ = [
     "SIZES",
     "SPECIAL_TOKENS",
     "AnswerVocab",
+    "CaptionTokens",
     "CocoCaptions",
     "Scene",
     "ShapeObject",
@@ -50,6 +52,8 @@ __all__ = [
     "VQACollator",
     "VQAv2Dataset",
     "build_word_tokenizer",
+    "caption_tokens",
     "load_image",
+    "prompt_tokens",
     "vqa_soft_score",
 ]

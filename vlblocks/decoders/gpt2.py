@@ -252,6 +252,7 @@ class GPT2Decoder(nn.Module):
             for proj in (block.attn.c_proj, block.mlp.c_proj):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.n_layer))
         self.lm_head.weight = self.transformer.wte.weight
+        self.soft_prompt: nn.Module | None = None  # a `vlblocks.peft.SoftPrompt` set by prompt tuning
         self.zero_init_cross_attention()
         self.reset_prefix_scale()
 
@@ -299,6 +300,18 @@ class GPT2Decoder(nn.Module):
     def prefix_embeds(self, image_embeds: torch.Tensor) -> torch.Tensor:
         """Prefix mode: image tokens (B, Ni, Di) -> normalised prefix embeddings (B, Ni, D)."""
         return self.visual_norm(self.visual_proj(image_embeds))
+
+    def input_prefix(self, image_embeds: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """What precedes the text (B, Np, D): the visual prefix (prefix mode), then the soft prompt's P virtual
+        tokens when `soft_prompt` is set (prompt tuning, Lester et al. 2021); None when there is neither."""
+        parts = []
+        if self.config.mode == "prefix" and image_embeds is not None:
+            parts.append(self.prefix_embeds(image_embeds))  # (B, Ni, D)
+        if self.soft_prompt is not None:
+            parts.append(self.soft_prompt.embedding.unsqueeze(0).expand(batch, -1, -1))  # (P, D) -> (B, P, D)
+        if not parts:
+            return None
+        return torch.cat([part.to(self.transformer.wte.weight.dtype) for part in parts], dim=1)  # (B, Np, D)
 
     def cross_kv(self, image_embeds: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
         """Per layer, the image keys / values (B, H, Ni, Dh) (None where a layer has no cross-attention)."""
@@ -351,12 +364,12 @@ class GPT2Decoder(nn.Module):
         mask = _bool_mask(attention_mask, (b, t))
         x = self.transformer.wte(input_ids)  # (B, T, D)
         prefix = 0
-        if self.config.mode == "prefix":
-            pre = self.prefix_embeds(image_embeds)  # (B, Ni, D)
+        pre = self.input_prefix(image_embeds, b)  # (B, Np, D) or None
+        if pre is not None:
             prefix = pre.shape[1]
-            x = torch.cat([pre, x], dim=1)  # (B, Ni + T, D)
+            x = torch.cat([pre, x], dim=1)  # (B, Np + T, D)
             if mask is not None:
-                mask = torch.cat([mask.new_ones(b, prefix), mask], dim=1)  # (B, Ni + T)
+                mask = torch.cat([mask.new_ones(b, prefix), mask], dim=1)  # (B, Np + T)
         n = x.shape[1]
         if n > self.config.n_positions:
             raise ValueError(f"sequence length ({n}) must be <= n_positions={self.config.n_positions}")

@@ -90,7 +90,7 @@ def prepare(
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask must have shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
         mask = attention_mask.bool()
-    prefix = decoder.prefix_embeds(image_embeds) if cfg.mode == "prefix" and image_embeds is not None else None
+    prefix = decoder.input_prefix(image_embeds, b)  # visual prefix and / or soft prompt (B, Np, D), or None
     total = (0 if prefix is None else prefix.shape[1]) + p + max_new_tokens
     if total > cfg.n_positions:
         raise ValueError(

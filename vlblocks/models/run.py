@@ -8,6 +8,7 @@ trained weights: no flag of the training command has to be repeated.
     run = load_run("runs/vqa")
     logits = run.model(pixel_values, input_ids, attention_mask)      # run.vocab.decode(logits.argmax(-1))
     run = load_run("runs/retrieval")   # a DualEncoder: run.model.encode_image / encode_text, run.tokenizer
+    run = load_run("runs/caption")     # a Captioner with its PEFT layers: run.model.generate(pixel_values)
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def load_run(folder: str | os.PathLike, *, map_location: str = "cpu") -> LoadedR
 
     folder = Path(folder)
     config = load_run_config(folder)
-    loaders = {"vqa": _load_vqa, "retrieval": _load_retrieval}
+    loaders = {"vqa": _load_vqa, "retrieval": _load_retrieval, "caption": _load_caption}
     if config["task"] not in loaders:
         raise ValueError(f"task of {folder} must be one of {sorted(loaders)}, got {config['task']!r}")
     run = loaders[config["task"]](folder, config, map_location)
@@ -108,3 +109,29 @@ def _load_retrieval(folder: Path, config: dict[str, Any], map_location: str) -> 
     image_config = model.image_encoder.image_config
     extras = {"tokenizer": model.tokenizer, "image_config": image_config, "preset": preset}
     return LoadedRun("retrieval", model, config, folder, extras)
+
+
+def _load_caption(folder: Path, config: dict[str, Any], map_location: str) -> LoadedRun:
+    """Caption runs: the base language model (the run's cached tiny LM, or the hub / folder GPT-2), the PEFT
+    layers, the trained non-PEFT weights (``checkpoint/``) and the adapter file (``adapter/``)."""
+    from transformers import AutoTokenizer
+
+    from vlblocks.models.caption_preset import CaptionPreset, apply_caption_peft, build_captioner
+    from vlblocks.models.trained_view import TrainedView
+    from vlblocks.peft import load_adapter
+    from vlblocks.training.checkpoint import load_checkpoint
+
+    preset = CaptionPreset.from_dict(config["model"])
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    lm_state = None
+    if preset.tiny_decoder:
+        from safetensors.torch import load_file
+
+        lm_state = load_file(str(folder / "lm" / "model.safetensors"))
+    model = build_captioner(preset, tokenizer=tokenizer, lm_state=lm_state)
+    apply_caption_peft(model, preset)
+    load_checkpoint(folder / "checkpoint", model=TrainedView(model), map_location=map_location, restore_rng=False)
+    if preset.peft != "full":
+        load_adapter(model.decoder, folder / "adapter")
+    extras = {"tokenizer": tokenizer, "image_config": model.image_encoder.image_config, "preset": preset}
+    return LoadedRun("caption", model, config, folder, extras)
