@@ -93,10 +93,6 @@ def test_caption_figure_has_a_panel_per_generated_word(tmp_path: Path, mode: str
         panels, columns = k + 1, min(k + 1, 6)  # the image, then one 160-pixel panel per word, 6 to a row
         grid = Image.open(out / f"image{b}_caption.png")
         assert grid.size == (columns * (160 + 4) + 4, math.ceil(panels / columns) * (160 + 14 + 4) + 4)
-    if mode == "prefix":
-        return
-    proc = run(SCRIPT, [*args, "--layers", "2"])  # the tiny decoder has 2 layers
-    assert proc.returncode != 0 and "--layers: the model has blocks 0..1" in proc.stderr, proc.stderr[-1500:]
 
 
 def test_similarity_grid_places_patch_maps_row_major() -> None:
