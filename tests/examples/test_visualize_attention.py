@@ -1,15 +1,19 @@
 """examples/visualize_attention.py in a subprocess on a tiny vit_classify run: every PNG is written, overlays have
-the image's size, bad flags give usage errors; and the grid-of-grids layout."""
+the image's size, bad flags give usage errors; on tiny caption_train runs (cross and prefix mode): one panel per
+generated word; and the grid-of-grids layout."""
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -18,7 +22,13 @@ SCRIPT = ROOT / "examples" / "visualize_attention.py"
 
 
 def run(script: Path, args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     cmd = [sys.executable, str(script), "--threads", "1", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
@@ -62,6 +72,27 @@ def test_pictures_of_a_run_at_the_images_size(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "--layers" in proc.stderr, proc.stderr[-1500:]
     proc = run(SCRIPT, ["--run", str(tmp_path), "--output-dir", str(tmp_path / "y")])
     assert proc.returncode == 2 and "--run" in proc.stderr, proc.stderr[-1500:]
+
+
+@pytest.mark.parametrize("mode", ["cross", "prefix"])
+def test_caption_figure_has_a_panel_per_generated_word(tmp_path: Path, mode: str) -> None:
+    run_dir, out = tmp_path / "caption", tmp_path / "attention"
+    tiny = ["--num-scenes", "32", "--val-scenes", "2", "--image-size", "32", "--image-dim", "16"]
+    tiny += ["--image-depth", "1", "--dim", "32", "--heads", "2", "--max-length", "10", "--batch-size", "16"]
+    tiny += ["--eval-batch-size", "2", "--lm-steps", "1", "--epochs", "1", "--max-steps", "1", "--mode", mode]
+    ok(run(ROOT / "examples" / "caption_train.py", [*tiny, "--output-dir", str(run_dir)]))
+    args = ["--run", str(run_dir), "--num-images", "2", "--display-size", "64", "--output-dir", str(out)]
+    proc = ok(run(SCRIPT, args))
+    assert f"{mode} mode: " in proc.stdout and "decoder layers [0, 1]" in proc.stdout
+    lines = re.findall(r"image (\d): (.*) \((\d+) word panels\)", proc.stdout)
+    assert [int(b) for b, _, _ in lines] == [0, 1]
+    for b, words, k in lines:
+        k = int(k)
+        assert len(words.split()) == k and 1 <= k <= 9  # up to max_length - 1 words, the end token included
+        assert words.endswith("<end>") or k == 9
+        panels, columns = k + 1, min(k + 1, 6)  # the image, then one 160-pixel panel per word, 6 to a row
+        grid = Image.open(out / f"image{b}_caption.png")
+        assert grid.size == (columns * (160 + 4) + 4, math.ceil(panels / columns) * (160 + 14 + 4) + 4)
 
 
 def test_similarity_grid_places_patch_maps_row_major() -> None:
