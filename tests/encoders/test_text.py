@@ -195,7 +195,25 @@ def test_bad_inputs_raise(tokenizer) -> None:
     assert out.mask is None and out.tokens.shape == (2, 5, 16)
 
 
+@pytest.mark.parametrize("kind", ["bert", "roberta", "clip"])
+def test_tiny_dropout_reaches_the_model(kind: str, tokenizer) -> None:
+    batch = _batch(tokenizer)
+    quiet = TextEncoder.tiny(kind, tokenizer=tokenizer, dim=32, dropout=0.0).train()
+    assert torch.equal(quiet(**batch).tokens, quiet(**batch).tokens)  # training mode, and nothing random
+    noisy = TextEncoder.tiny(kind, tokenizer=tokenizer, dim=32, dropout=0.5).train()
+    torch.manual_seed(0)
+    first = noisy(**batch).tokens
+    assert not torch.equal(first, noisy(**batch).tokens)
+    config = noisy.model.config
+    names = ["attention_dropout"] if kind == "clip" else ["hidden_dropout_prob", "attention_probs_dropout_prob"]
+    assert [getattr(config, n) for n in names] == [0.5] * len(names)
+    default = TextEncoder.tiny(kind, tokenizer=tokenizer, dim=32).model.config  # None: the family's default
+    assert [getattr(default, n) for n in names] == [0.0 if kind == "clip" else 0.1] * len(names)
+
+
 def test_bad_arguments_raise(tokenizer, tmp_path) -> None:
+    with pytest.raises(ValueError, match="dropout"):
+        TextEncoder.tiny("bert", tokenizer=tokenizer, dropout=1.5)
     with pytest.raises(ValueError, match="kind must be one of"):
         TextEncoder.tiny("gpt2", tokenizer=tokenizer)
     with pytest.raises(TypeError, match="tokenizer must be a transformers tokenizer"):

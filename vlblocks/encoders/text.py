@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlblocks._checks import check_choice, check_positive_int, check_tensor
+from vlblocks._checks import check_choice, check_dropout, check_positive_int, check_tensor
 from vlblocks.encoders.freezing import FreezableEncoder
 from vlblocks.encoders.loading import accepts, hf_unused_parameters, is_hf_model, load_hf_tower, resolve_local
 from vlblocks.encoders.output import EncoderOutput
@@ -129,12 +129,15 @@ class TextEncoder(FreezableEncoder):
         depth: int = 2,
         heads: int = 2,
         max_positions: int = 64,
+        dropout: float | None = None,
     ) -> TextEncoder:
         """A small random-init text encoder whose vocabulary and padding id come from `tokenizer`.
 
         kind: "bert" (BertModel), "roberta" (RobertaModel; position ids start after its padding id, so it gets
         max_positions + 2 position embeddings, or more for a pad id above 1) or "clip" (CLIPTextModel: causal,
         its end-of-text id is the tokenizer's sep / eos token). No pooler is built.
+        dropout: the hidden and attention-probability dropout; None keeps the transformers config's default
+        (0.1 for BERT / RoBERTa, 0.0 for CLIP, whose text tower has only an attention dropout).
         """
         check_choice("kind", kind, _TINY_KINDS)
         for name, value in (
@@ -146,6 +149,8 @@ class TextEncoder(FreezableEncoder):
             check_positive_int(name, value)
         if dim % heads:
             raise ValueError(f"dim must be divisible by heads={heads}, got {dim}")
+        if dropout is not None:
+            check_dropout("dropout", dropout)
         if tokenizer is None or not callable(tokenizer) or not hasattr(tokenizer, "pad_token_id"):
             raise TypeError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
         pad = tokenizer.pad_token_id
@@ -159,7 +164,13 @@ class TextEncoder(FreezableEncoder):
             intermediate_size=4 * dim,
             pad_token_id=pad,
         )
+        if dropout is not None:  # each family names its dropout probabilities differently
+            names = ("attention_dropout",) if kind == "clip" else _BERT_DROPOUTS  # CLIP's text tower has no other
+            common.update(dict.fromkeys(names, dropout))
         return cls(_tiny_model(kind, common, tokenizer, max_positions), tokenizer)
+
+
+_BERT_DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
 def _tiny_model(kind: str, common: dict, tokenizer: Any, max_positions: int) -> nn.Module:

@@ -104,6 +104,7 @@ def build_vqa_model(preset: VQAPreset, *, num_answers: int, tokenizer: Any = Non
             dim=p.dim,
             depth=p.text_depth,
             max_positions=max(p.max_length, 32),
+            dropout=p.dropout,
         )
     else:
         text = TextEncoder.from_pretrained(p.text_encoder)
