@@ -110,10 +110,13 @@ def load_images(args) -> tuple[list, list[int], list[str]]:
             max_objects=args.max_objects,
         )
         view = view.classification()
+        scenes = (
+            "single-object scenes" if args.max_objects == 1 else f"scenes of 1 to {args.max_objects} objects"
+        )
         label = (
             "the object's shape" if args.max_objects == 1 else "the shape of the object nearest the centre"
         )
-        print(f"ShapesWorld classification view: scenes of 1 to {args.max_objects} objects, label = {label}")
+        print(f"ShapesWorld classification view: {scenes}, label = {label}")
         return [view[i]["image"] for i in range(len(view))], view.labels(), list(view.class_names)
     classes = sorted(d for d in args.image_dir.iterdir() if d.is_dir())
     images, labels = [], []
