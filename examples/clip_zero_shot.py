@@ -3,13 +3,15 @@
 CLIP's zero-shot classifier (Radford et al. 2021, section 3.1.4): every class name is written into each prompt
 template, the text tower embeds the prompts, and an image takes the class whose prompt embedding is most similar to
 its own; the prompt ensemble averages a class's template embeddings. By default it classifies ShapesWorld's
-classification view (label: the shape of the object nearest the image centre, so templates that say "in the center"
-matter) with the retrieval recipe's model in runs/retrieval, training it first when it is missing (a few minutes).
+classification view on single-object scenes (1,000 validation scenes, label: the object's shape; measured 0.99
+with the ensemble) with the retrieval recipe's model in runs/retrieval, training it first when it is missing (a few
+minutes). --max-objects N > 1 classifies cluttered scenes by the shape of the object nearest the centre (harder).
 Any HF CLIP (hub id or save_pretrained folder) or retrieval run folder can be --model; any image folder with one
 sub-folder per class can be --image-dir.
 
 Commands:
     python examples/clip_zero_shot.py                          # ShapesWorld, the runs/retrieval model
+    python examples/clip_zero_shot.py --max-objects 5          # up to 5 objects: the central object's shape
     python examples/clip_zero_shot.py --template "a {} in the center of the image" --template "a {}"
     python examples/clip_zero_shot.py --model openai/clip-vit-base-patch32 --image-dir ~/data/pets/val \\
         --template "This is a photo of {}" --template "This is not a photo of {}" --template "No {}, no score." \\
@@ -34,7 +36,8 @@ from vlblocks.data.collate import stack_images
 from vlblocks.models import DualEncoder, ZeroShotClassifier, load_run
 
 DEFAULT_RUN = Path("runs") / "retrieval"
-# in the words of ShapesWorld's captions (the retrieval model's tokenizer knows no other word)
+# in the words of ShapesWorld's captions (the retrieval model's tokenizer knows no other word); "in the center" is
+# for --max-objects > 1 (the label is the central object's), and costs nothing on single-object scenes
 SHAPES_TEMPLATES = (
     "a {} in the center of the image",
     "a small {} in the center",
@@ -59,9 +62,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument(
         "--max-objects",
         type=T.positive_int,
-        default=5,
-        help="ShapesWorld objects per scene at most (5: ShapesWorld's default scenes, the label is the shape of "
-        "the object nearest the centre; 1: the one object's shape)",
+        default=1,
+        help="ShapesWorld objects per scene at most (1: single-object scenes, the label is the object's shape; "
+        "more: the label is the shape of the object nearest the centre)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=T.positive_int, default=250)
@@ -107,6 +110,13 @@ def load_images(args) -> tuple[list, list[int], list[str]]:
             max_objects=args.max_objects,
         )
         view = view.classification()
+        scenes = (
+            "single-object scenes" if args.max_objects == 1 else f"scenes of 1 to {args.max_objects} objects"
+        )
+        label = (
+            "the object's shape" if args.max_objects == 1 else "the shape of the object nearest the centre"
+        )
+        print(f"ShapesWorld classification view: {scenes}, label = {label}")
         return [view[i]["image"] for i in range(len(view))], view.labels(), list(view.class_names)
     classes = sorted(d for d in args.image_dir.iterdir() if d.is_dir())
     images, labels = [], []
@@ -149,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(table + "\n")
     summary = {"model": args.model, "classes": class_names, "images": len(images), "majority": chance}
+    summary["max_objects"] = args.max_objects if args.image_dir is None else None  # the ShapesWorld view
     summary |= {"per_template": result.per_template, "ensemble": result.accuracy}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     matrix = torch.zeros(len(class_names), len(class_names), dtype=torch.long)

@@ -69,6 +69,7 @@ def test_retrieval_run_on_shapes_with_templates(tmp_path: Path, retrieval_run: P
     assert "circle, square, triangle" in proc.stdout
     result = json.loads((out / "results.json").read_text())
     assert list(result["per_template"]) == templates and result["images"] == 30
+    assert result["max_objects"] == 1 and "label = the object's shape" in proc.stdout  # single-object scenes
     assert 0 <= result["ensemble"] <= 1 and result["classes"] == ["circle", "square", "triangle"]
     table = (out / "results.md").read_text()
     assert all(t in table for t in templates) and "ensemble of 2" in table
