@@ -18,9 +18,12 @@ TINY = ["--num-scenes", "40", "--dim", "32", "--depth", "1", "--patch-size", "8"
 TINY += ["--head-depth", "1", "--batch-size", "16"]
 
 
-def run(args: list[str], *, tiny: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], *, tiny: bool = True, timeout: int = 300, launcher: list[str] | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(SCRIPT), *(TINY if tiny else []), "--threads", "1", *args]
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])  # this checkout's vlblocks
+    cmd = [*(launcher or [sys.executable]), str(SCRIPT), *(TINY if tiny else []), "--threads", "1", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
