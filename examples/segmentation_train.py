@@ -46,48 +46,36 @@ from vlblocks.models import SegmentationModel
 
 HEADS = ("linear", "conv", "transformer", "transformer-shared-qk")
 IGNORE = 255
+PRETRAIN = ("masks", "objects", "labels")
 CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "stop_after", "threads", "device", "save_every")
 
 
 def parse_args(argv: list[str] | None = None):
-    p = T.make_parser(__doc__)
+    p, pos, nonneg, posf = T.make_parser(__doc__), T.positive_int, T.nonneg_int, T.positive_float
     g = p.add_argument_group("data")
-    g.add_argument(
-        "--data-root", type=Path, default=None, help="images/ + masks/ folder (default: ShapesWorld)"
-    )
+    g.add_argument("--data-root", type=Path, help="images/ + masks/ folder (default: ShapesWorld)")
     g.add_argument("--mask-classes", choices=["shape", "color_shape", "instance"], default="color_shape")
-    g.add_argument(
-        "--num-scenes", type=T.positive_int, default=1000, help="ShapesWorld train scenes (val: 1/10)"
-    )
-    g.add_argument("--image-size", type=T.positive_int, default=64)
-    g.add_argument("--num-classes", type=T.positive_int, default=None, help="with --data-root")
+    g.add_argument("--num-scenes", type=pos, default=1000, help="ShapesWorld train scenes (val: 1/10)")
+    g.add_argument("--image-size", type=pos, default=64)
+    g.add_argument("--num-classes", type=pos, help="with --data-root")
     g = p.add_argument_group("backbone")
     g.add_argument(
         "--backbone", default="tiny-vit", help="tiny-vit (pretrained here) | a timm / HF name or path"
     )
-    g.add_argument(
-        "--patch-size", type=T.positive_int, default=4, help="tiny-vit pixels per token (power of 2)"
-    )
-    g.add_argument("--dim", type=T.positive_int, default=64, help="tiny-vit width")
-    g.add_argument("--depth", type=T.positive_int, default=2, help="tiny-vit layers")
-    g.add_argument("--pretrain-epochs", type=T.nonneg_int, default=20, help="tiny-vit shape-mask epochs")
-    g.add_argument("--pretrain-lr", type=T.positive_float, default=3e-3)
-    g.add_argument("--pretrain", choices=["masks", "labels", "objects"], default="masks")
-    g.add_argument("--pool-sharpness", type=T.positive_float, default=5.0)
-    g.add_argument("--num-layers", type=T.positive_int, default=1, help="last layers' tokens the head reads")
+    g.add_argument("--patch-size", type=pos, default=4, help="tiny-vit pixels per token (power of 2)")
+    g.add_argument("--dim", type=pos, default=64, help="tiny-vit width")
+    g.add_argument("--depth", type=pos, default=2, help="tiny-vit layers")
+    g.add_argument("--pretrain", choices=PRETRAIN, default="masks", help="tiny-vit pretraining task")
+    g.add_argument("--pretrain-epochs", type=nonneg, default=20, help="tiny-vit pretraining epochs")
+    g.add_argument("--pretrain-lr", type=posf, default=3e-3)
+    g.add_argument("--pool-sharpness", type=posf, default=5.0, help="--pretrain labels: log-mean-exp r")
+    g.add_argument("--num-layers", type=pos, default=1, help="last layers' tokens the head reads")
     g = p.add_argument_group("heads")
     g.add_argument("--head", choices=[*HEADS, "all"], default="transformer")
-    g.add_argument("--head-depth", type=T.positive_int, default=2, help="mask transformer blocks")
-    g.add_argument("--head-heads", type=T.positive_int, default=4, help="mask transformer attention heads")
-    g.add_argument(
-        "--conv-hidden", type=T.nonneg_int, default=0, help="conv head hidden channels (0: one conv)"
-    )
-    g.add_argument(
-        "--mask-norm-gain",
-        type=T.positive_float,
-        default=3.0,
-        help="mask transformer: initial gain of the LayerNorm over classes (Segmenter: 1)",
-    )
+    g.add_argument("--head-depth", type=pos, default=2, help="mask transformer blocks")
+    g.add_argument("--head-heads", type=pos, default=4, help="mask transformer attention heads")
+    g.add_argument("--conv-hidden", type=nonneg, default=0, help="conv head hidden channels (0: one conv)")
+    g.add_argument("--mask-norm-gain", type=posf, default=3.0, help="mask transformers' LayerNorm gain")
     T.add_run_args(p, task="segmentation", epochs=10, batch_size=32, lr=5e-3)
     args = p.parse_args(argv)
     if args.data_root is not None and args.num_classes is None:
@@ -165,9 +153,15 @@ def build_backbone(args, out: Path, dist, say) -> ImageEncoder:
         targets = torch.zeros(len(world), classes)  # (N, 18) multi-hot
         for i in range(len(world)):
             for o in world.objects(i):
-                targets[i, world.colors.index(o.color) * 3 + ("circle", "square", "triangle").index(o.shape)] = 1
+                targets[
+                    i, world.colors.index(o.color) * 3 + ("circle", "square", "triangle").index(o.shape)
+                ] = 1
     else:
-        classes, targets, weights = len(world.colors) * 3, object_labels(world), object_pooling(world, args.patch_size)
+        classes, targets, weights = (
+            len(world.colors) * 3 + 1,
+            object_labels(world),
+            object_pooling(world, args.patch_size),
+        )
     model = torch.nn.ModuleDict({"encoder": encoder, "decoder": LinearSegHead(encoder.dim, classes)})
     steps = args.pretrain_epochs * (len(images) // 32)
     optimizer = T.build_optimizer(model, lr=args.pretrain_lr, weight_decay=0.05)
@@ -183,8 +177,8 @@ def build_backbone(args, out: Path, dist, say) -> ImageEncoder:
                 logits = model["decoder"](tokens, grid=grid, size=tuple(targets.shape[-2:]))  # (B, 4, S, S)
                 loss = F.cross_entropy(logits, targets[idx])
             elif args.pretrain == "objects":
-                pooled = torch.einsum("bon,bnd->bod", weights[idx], tokens)  # (B, 8, D) each object's tokens
-                logits = model["decoder"].classifier(pooled)  # (B, 8, 18)
+                pooled = torch.einsum("bon,bnd->bod", weights[idx], tokens)  # (B, 9, D): objects, background
+                logits = model["decoder"].classifier(pooled)  # (B, 9, 19)
                 loss = F.cross_entropy(logits.flatten(0, 1), targets[idx].flatten(), ignore_index=-100)
             else:
                 scores = model["decoder"].classifier(tokens)  # (B, N, 18) per-token class scores
@@ -208,10 +202,11 @@ def build_backbone(args, out: Path, dist, say) -> ImageEncoder:
 
 def object_labels(world) -> torch.Tensor:
     """(N, 8) long: each object's colour-shape class (0..17) in the order of ``world.objects(i)``; -100 pads."""
-    labels = torch.full((len(world), 8), -100)
+    labels = torch.full((len(world), 9), -100)
     for i in range(len(world)):
         for k, o in enumerate(world.objects(i)):
             labels[i, k] = world.colors.index(o.color) * 3 + ("circle", "square", "triangle").index(o.shape)
+        labels[i, 8] = 18  # the tokens outside every box: background
     return labels
 
 
@@ -220,15 +215,20 @@ def object_pooling(world, patch: int) -> torch.Tensor:
     its centre for a box that holds no token centre); zero rows pad."""
     side = world.image_size // patch
     centres = (torch.arange(side) + 0.5) * patch  # token centres along one axis
-    weights = torch.zeros(len(world), 8, side * side)
+    weights = torch.zeros(len(world), 9, side * side)
     for i in range(len(world)):
+        outside = torch.ones(side, side, dtype=torch.bool)
         for k, o in enumerate(world.objects(i)):
             x, y, w, h = o.bbox
-            inside = ((centres >= y) & (centres < y + h))[:, None] & ((centres >= x) & (centres < x + w))[None, :]
+            inside = ((centres >= y) & (centres < y + h))[:, None] & ((centres >= x) & (centres < x + w))[
+                None, :
+            ]
             if not inside.any():
                 cx, cy = (min(int(c // patch), side - 1) for c in o.center)
                 inside[cy, cx] = True
             weights[i, k] = inside.flatten().float() / inside.sum()
+            outside &= ~inside
+        weights[i, 8] = outside.flatten().float() / outside.sum().clamp(min=1)
     return weights
 
 
