@@ -37,7 +37,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from vlblocks import training as T
-from vlblocks.data import ShapesWorld, load_segmentation_folder
+from vlblocks.data import SHAPES, ShapesWorld, load_segmentation_folder
 from vlblocks.encoders import ImageEncoder
 from vlblocks.encoders.conv_stem import ConvStem
 from vlblocks.heads import ConvSegHead, LinearSegHead, MaskTransformerSegHead
@@ -119,7 +119,7 @@ def pixels(images: torch.Tensor, config) -> torch.Tensor:
 
 
 def build_backbone(args, out: Path, dist, say) -> ImageEncoder:
-    """A hub / timm encoder, or the tiny ViT pretrained on ShapesWorld shape masks (cached in the run folder)."""
+    """A hub / timm encoder, or the tiny ViT (conv stem) pretrained here by --pretrain (cached in the run folder)."""
     if args.backbone != "tiny-vit":
         return ImageEncoder.from_pretrained(args.backbone, image_size=args.image_size)
     from timm.models.vision_transformer import VisionTransformer
@@ -134,56 +134,54 @@ def build_backbone(args, out: Path, dist, say) -> ImageEncoder:
         num_classes=0,
         embed_layer=ConvStem,
     )
-    encoder = ImageEncoder(vit)
-    cached = out / "backbone.safetensors"
+    encoder, cached = ImageEncoder(vit), out / "backbone.safetensors"
     if cached.exists():
         load_model(encoder, cached)
         say(f"backbone: reusing the pretrained tiny ViT in {cached}")
         return encoder
-    # pretraining on a separate world (seed + 1). "labels": which colour-shape pairs the scene holds (multi-label
-    # classification, image-level labels only): one linear classifier per patch token, its scores pooled over the
-    # tokens (log-mean-exp, a soft max), so a token is pushed to name the object it lies on. "masks": dense shape
-    # masks (background, circle, square, triangle), one linear classifier per patch token
+    pretrain(encoder, args, dist, say)
+    if dist.is_main:
+        save_model(encoder, str(cached))
+    return encoder
+
+
+def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
+    """Pretrain on a separate world (seed + 1) with one linear classifier on the patch tokens. masks: each token's
+    pixels' shape (background / circle / square / triangle; dense labels). objects: classification of each
+    object's colour-shape pair from the mean of the tokens in its box, and of the other tokens as background.
+    labels: which colour-shape pairs the scene holds (multi-label, image-level), from per-token scores pooled over
+    the tokens by log-mean-exp (a soft max), as in weakly supervised segmentation."""
     world = ShapesWorld("train", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed + 1)
     images = pixels(world.images, encoder.image_config)  # (N, 3, S, S)
-    if args.pretrain == "masks":
-        targets, classes = world.masks.long(), 4  # (N, S, S)
-    elif args.pretrain == "labels":
-        classes = len(world.colors) * 3
-        targets = torch.zeros(len(world), classes)  # (N, 18) multi-hot
-        for i in range(len(world)):
-            for o in world.objects(i):
-                targets[
-                    i, world.colors.index(o.color) * 3 + ("circle", "square", "triangle").index(o.shape)
-                ] = 1
-    else:
-        classes, targets, weights = (
-            len(world.colors) * 3 + 1,
-            object_labels(world),
-            object_pooling(world, args.patch_size),
-        )
-    model = torch.nn.ModuleDict({"encoder": encoder, "decoder": LinearSegHead(encoder.dim, classes)})
+    targets, pool, classes = pretraining_targets(world, args)
+    decoder, grid, size = (
+        LinearSegHead(encoder.dim, classes),
+        encoder.model.patch_embed.grid_size,
+        images.shape[-2:],
+    )
+    model = nn.ModuleDict({"encoder": encoder, "decoder": decoder})
     steps = args.pretrain_epochs * (len(images) // 32)
     optimizer = T.build_optimizer(model, lr=args.pretrain_lr, weight_decay=0.05)
     scheduler = T.build_scheduler(optimizer, total_steps=max(steps, 1), warmup_steps=steps // 20)
-    t0, c0, grid, losses = time.perf_counter(), time.process_time(), vit.patch_embed.grid_size, []
+    t0, c0, losses = time.perf_counter(), time.process_time(), []
     for epoch in range(args.pretrain_epochs):
         batches = T.shard_batches(len(images), per_batch=32, seed=args.seed + 7, epoch=epoch)
         for idx in T.progress(
             batches, desc=f"pretrain {epoch + 1}/{args.pretrain_epochs}", enabled=dist.is_main
         ):
             tokens = encoder(images[idx]).tokens[:, encoder.num_prefix_tokens :]  # (B, N, D)
-            if args.pretrain == "masks":
-                logits = model["decoder"](tokens, grid=grid, size=tuple(targets.shape[-2:]))  # (B, 4, S, S)
-                loss = F.cross_entropy(logits, targets[idx])
-            elif args.pretrain == "objects":
-                pooled = torch.einsum("bon,bnd->bod", weights[idx], tokens)  # (B, 9, D): objects, background
-                logits = model["decoder"].classifier(pooled)  # (B, 9, 19)
-                loss = F.cross_entropy(logits.flatten(0, 1), targets[idx].flatten(), ignore_index=-100)
-            else:
-                scores = model["decoder"].classifier(tokens)  # (B, N, 18) per-token class scores
-                r = args.pool_sharpness
-                pooled = (torch.logsumexp(r * scores, dim=1) - math.log(scores.shape[1])) / r  # (B, 18)
+            if args.pretrain == "masks":  # (B, 4, S, S) per-pixel logits
+                loss = F.cross_entropy(decoder(tokens, grid=grid, size=tuple(size)), targets[idx])
+            elif (
+                args.pretrain == "objects"
+            ):  # (B, 9, 19): up to 8 objects' boxes of tokens and the rest, averaged
+                logits = decoder.classifier(torch.einsum("bon,bnd->bod", pool[idx], tokens))
+                loss = F.cross_entropy(
+                    logits.flatten(0, 1), targets[idx].flatten()
+                )  # -100 (no object) ignored
+            else:  # (B, 18): per-token scores, pooled over the N tokens
+                scores = decoder.classifier(tokens) * args.pool_sharpness  # (B, N, 18)
+                pooled = (scores.logsumexp(1) - math.log(scores.shape[1])) / args.pool_sharpness
                 loss = F.binary_cross_entropy_with_logits(pooled, targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -195,41 +193,37 @@ def build_backbone(args, out: Path, dist, say) -> ImageEncoder:
         f"{sum(losses[-20:]) / max(1, len(losses[-20:])):.3f} ({time.perf_counter() - t0:.0f}s wall, "
         f"{time.process_time() - c0:.0f}s CPU)"
     )
-    if dist.is_main:
-        save_model(encoder, str(cached))
-    return encoder
 
 
-def object_labels(world) -> torch.Tensor:
-    """(N, 8) long: each object's colour-shape class (0..17) in the order of ``world.objects(i)``; -100 pads."""
-    labels = torch.full((len(world), 9), -100)
+def pretraining_targets(world: ShapesWorld, args) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """(targets, pooling weights or None, classes) of --pretrain: masks (N, S, S); objects (N, 9) colour-shape
+    classes (0-17; 18 background, -100 no object) and (N, 9, n) weights, equal on the tokens whose centre lies in
+    the object's box (the token under its centre for a box holding none), row 8 on the tokens outside every box;
+    labels (N, 18) multi-hot."""
+    if args.pretrain == "masks":
+        return world.masks.long(), None, 4
+    side = world.image_size // args.patch_size
+    centres = (torch.arange(side) + 0.5) * args.patch_size  # token centres along one axis
+    labels, pool = torch.full((len(world), 9), -100), torch.zeros(len(world), 9, side, side)
     for i in range(len(world)):
         for k, o in enumerate(world.objects(i)):
-            labels[i, k] = world.colors.index(o.color) * 3 + ("circle", "square", "triangle").index(o.shape)
-        labels[i, 8] = 18  # the tokens outside every box: background
-    return labels
-
-
-def object_pooling(world, patch: int) -> torch.Tensor:
-    """(N, 8, n) float: per object, equal weights on the patch tokens whose centre lies in its box (the token under
-    its centre for a box that holds no token centre); zero rows pad."""
-    side = world.image_size // patch
-    centres = (torch.arange(side) + 0.5) * patch  # token centres along one axis
-    weights = torch.zeros(len(world), 9, side * side)
-    for i in range(len(world)):
-        outside = torch.ones(side, side, dtype=torch.bool)
-        for k, o in enumerate(world.objects(i)):
+            labels[i, k] = world.colors.index(o.color) * len(SHAPES) + SHAPES.index(o.shape)
             x, y, w, h = o.bbox
             inside = ((centres >= y) & (centres < y + h))[:, None] & ((centres >= x) & (centres < x + w))[
-                None, :
+                None
             ]
             if not inside.any():
-                cx, cy = (min(int(c // patch), side - 1) for c in o.center)
-                inside[cy, cx] = True
-            weights[i, k] = inside.flatten().float() / inside.sum()
-            outside &= ~inside
-        weights[i, 8] = outside.flatten().float() / outside.sum().clamp(min=1)
-    return weights
+                inside[
+                    min(int(o.center[1] // args.patch_size), side - 1),
+                    min(int(o.center[0] // args.patch_size), side - 1),
+                ] = True
+            pool[i, k] = inside / inside.sum()
+        outside = pool[i, :8].sum(0) == 0
+        labels[i, 8], pool[i, 8] = 18, outside / outside.sum().clamp(min=1)
+    if args.pretrain == "objects":
+        return labels, pool.flatten(2), 19
+    hot = torch.zeros(len(world), 20).scatter_(1, torch.where(labels < 0, 19, labels), 1.0)  # 18, 19: dropped
+    return hot[:, :18], None, 18
 
 
 def build_head(kind: str, dim: int, num_classes: int, args) -> torch.nn.Module:

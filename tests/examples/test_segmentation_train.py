@@ -123,8 +123,10 @@ def test_a_short_run_beats_the_majority_baseline(tmp_path: Path) -> None:
 
 def test_an_interrupted_run_resumes_bit_for_bit(tmp_path: Path) -> None:
     """--stop-after in the middle of an epoch, then --resume from the folder alone, ends with the same head weights
-    and the same logged mIoU as the uninterrupted run (the backbone comes back from backbone.safetensors)."""
-    flags = ["--head", "conv", "--epochs", "2"]  # 40 scenes in batches of 16: 3 steps per epoch
+    and the same logged mIoU as the uninterrupted run (the backbone comes back from backbone.safetensors). The
+    backbone is pretrained on --pretrain labels here (and on objects in the torchrun test), so each pretraining
+    task runs in some test."""
+    flags = ["--head", "conv", "--epochs", "2", "--pretrain", "labels"]  # 40 scenes / 16: 3 steps an epoch
     full, part = tmp_path / "full", tmp_path / "part"
     ok(run([*flags, "--output-dir", str(full)]))
     proc = ok(run([*flags, "--stop-after", "2", "--output-dir", str(part)]))
@@ -144,7 +146,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
     heads and frozen features are the same."""
     out = tmp_path / "ddp"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    proc = ok(run(["--head", "linear", "--epochs", "2", "--output-dir", str(out)], launcher=launcher))
+    flags = ["--head", "linear", "--epochs", "2", "--pretrain", "objects"]
+    proc = ok(run([*flags, "--output-dir", str(out)], launcher=launcher))
     assert [(r["epoch"], r["step"]) for r in rows(out)] == [(0, 0), (1, 1), (2, 2)]  # logged once
     assert proc.stdout.count("features:") == 1 and proc.stdout.count("head linear:") == 1  # rank 0 prints
     ok(run(["--eval-only", "--output-dir", str(out)], tiny=False))
