@@ -1,11 +1,10 @@
 """Semantic segmentation heads on a frozen backbone: linear, conv, mask transformer, mask transformer with shared Q-K.
 
-The comparison of the course report (four heads on frozen DINOv2 patch features), runnable offline: by default it
-generates ShapesWorld with colour-shape masks (19 classes), pretrains a tiny ViT (conv stem, 4-pixel patches) for
-about 2.5 minutes of CPU on ShapesWorld *shape* masks of a separate world (background / circle / square / triangle,
-one linear classifier per patch token; cached in the run folder and reused), freezes it, and trains a head on its
-patch tokens to the 19 colour-shape classes. `--head all` computes the frozen features once and trains the four
-heads on them, then prints the table.
+The course report's comparison (four heads on frozen DINOv2 patch features), offline: by default ShapesWorld with
+colour-shape masks (19 classes) and a tiny ViT (conv stem, 4-pixel patches) pretrained here for about 2.5 minutes of
+CPU on the *shape* masks of a separate world (--pretrain objects / labels: object / multi-label classification;
+cached in the run folder), then frozen; a head learns the 19 classes from its patch tokens. `--head all` trains the
+four on the same frozen features and prints the table.
 
 Commands:
     python examples/segmentation_train.py                          # ShapesWorld, tiny ViT, mask transformer head
@@ -86,6 +85,7 @@ def parse_args(argv: list[str] | None = None):
         p.error(
             f"--patch-size {args.patch_size} must be a power of 2 dividing --image-size {args.image_size}"
         )
+    args.device = "cpu" if args.device == "auto" else args.device  # features and heads live on the CPU
     if args.resume or args.eval_only:  # a run folder describes itself: its own flags win
         args = T.restore_run_args(args, keep=CONTROL, error=p.error)
     return args
@@ -125,14 +125,9 @@ def build_backbone(args, out: Path, dist, say) -> ImageEncoder:
     from timm.models.vision_transformer import VisionTransformer
 
     T.seed_everything(args.seed)
+    size, patch, dim, depth = args.image_size, args.patch_size, args.dim, args.depth
     vit = VisionTransformer(
-        img_size=args.image_size,
-        patch_size=args.patch_size,
-        embed_dim=args.dim,
-        depth=args.depth,
-        num_heads=4,
-        num_classes=0,
-        embed_layer=ConvStem,
+        size, patch, embed_dim=dim, depth=depth, num_heads=4, num_classes=0, embed_layer=ConvStem
     )
     encoder, cached = ImageEncoder(vit), out / "backbone.safetensors"
     if cached.exists():
@@ -250,10 +245,10 @@ def extract(model: SegmentationModel, images: torch.Tensor, config, batch: int =
 
 @torch.no_grad()
 def evaluate(head, feats, masks, grid, num_classes: int, dist, batch: int = 64):
-    """SegmentationResult over this rank's share of the validation set, counts summed across ranks."""
+    """SegmentationResult of the validation set, each rank's confusion counts summed across ranks."""
     head.eval()
     metric = SegmentationMetrics(num_classes, ignore_index=IGNORE)
-    for s in range(dist.rank * batch, len(feats), batch * dist.world_size):
+    for s in range(dist.rank * batch, len(feats), batch * dist.world_size):  # this rank's share of the images
         metric.update(
             head(feats[s : s + batch], grid=grid, size=tuple(masks.shape[-2:])), masks[s : s + batch]
         )
@@ -273,21 +268,16 @@ def train_head(run: T.TrainingRun, kind: str, data: dict, feats, grid) -> nn.Mod
     head = build_head(kind, train_x.shape[-1], num_classes, args)
     total = run.plan(len(train_x), per_batch=args.batch_size)
     optimizer = T.build_optimizer(head, lr=args.lr, weight_decay=args.weight_decay)
-    warmup = T.warmup_steps_for(args.warmup, total)
-    scheduler = T.build_scheduler(optimizer, total_steps=total, warmup_steps=warmup)
-    run.track(model=head, optimizer=optimizer, scheduler=scheduler)
+    schedule = T.build_scheduler(
+        optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total)
+    )
+    run.track(model=head, optimizer=optimizer, scheduler=schedule)
     run.restore()
     run.say(f"head {kind}: {sum(p.numel() for p in head.parameters()):,} parameters, {total} steps")
     if run.step == 0:  # the untrained head: the baseline the curves start from (epoch 0)
         result = evaluate(head, val_x, val_y, grid, num_classes, run.dist)
-        run.log.log(
-            head=kind,
-            epoch=0,
-            step=0,
-            miou=result.miou,
-            pixel_accuracy=result.pixel_accuracy,
-            iou=ious(result),
-        )
+        scores = {"miou": result.miou, "pixel_accuracy": result.pixel_accuracy}
+        run.log.log(head=kind, epoch=0, step=0, **scores, iou=ious(result))
     ddp = T.wrap_ddp(head, run.dist)
     for _, batches in run.epochs(len(train_x), per_batch=args.batch_size):
         for idx in run.progress(batches):
