@@ -149,11 +149,7 @@ def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
     world = ShapesWorld("train", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed + 1)
     images = pixels(world.images, encoder.image_config)  # (N, 3, S, S)
     targets, pool, classes = pretraining_targets(world, args)
-    decoder, grid, size = (
-        LinearSegHead(encoder.dim, classes),
-        encoder.model.patch_embed.grid_size,
-        images.shape[-2:],
-    )
+    decoder, grid = LinearSegHead(encoder.dim, classes), encoder.model.patch_embed.grid_size
     model = nn.ModuleDict({"encoder": encoder, "decoder": decoder})
     steps = args.pretrain_epochs * (len(images) // 32)
     optimizer = T.build_optimizer(model, lr=args.pretrain_lr, weight_decay=0.05)
@@ -161,19 +157,16 @@ def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
     t0, c0, losses = time.perf_counter(), time.process_time(), []
     for epoch in range(args.pretrain_epochs):
         batches = T.shard_batches(len(images), per_batch=32, seed=args.seed + 7, epoch=epoch)
-        for idx in T.progress(
-            batches, desc=f"pretrain {epoch + 1}/{args.pretrain_epochs}", enabled=dist.is_main
-        ):
+        desc = f"pretrain {epoch + 1}/{args.pretrain_epochs}"
+        for idx in T.progress(batches, desc=desc, enabled=dist.is_main):
             tokens = encoder(images[idx]).tokens[:, encoder.num_prefix_tokens :]  # (B, N, D)
             if args.pretrain == "masks":  # (B, 4, S, S) per-pixel logits
-                loss = F.cross_entropy(decoder(tokens, grid=grid, size=tuple(size)), targets[idx])
-            elif (
-                args.pretrain == "objects"
-            ):  # (B, 9, 19): up to 8 objects' boxes of tokens and the rest, averaged
-                logits = decoder.classifier(torch.einsum("bon,bnd->bod", pool[idx], tokens))
                 loss = F.cross_entropy(
-                    logits.flatten(0, 1), targets[idx].flatten()
-                )  # -100 (no object) ignored
+                    decoder(tokens, grid=grid, size=tuple(images.shape[-2:])), targets[idx]
+                )
+            elif args.pretrain == "objects":  # (B, 9, 19): 8 objects' boxes and the rest, tokens averaged
+                logits = decoder.classifier(torch.einsum("bon,bnd->bod", pool[idx], tokens))
+                loss = F.cross_entropy(logits.flatten(0, 1), targets[idx].flatten())  # -100 ignored
             else:  # (B, 18): per-token scores, pooled over the N tokens
                 scores = decoder.classifier(tokens) * args.pool_sharpness  # (B, N, 18)
                 pooled = (scores.logsumexp(1) - math.log(scores.shape[1])) / args.pool_sharpness
@@ -204,14 +197,11 @@ def pretraining_targets(world: ShapesWorld, args) -> tuple[torch.Tensor, torch.T
         for k, o in enumerate(world.objects(i)):
             labels[i, k] = world.colors.index(o.color) * len(SHAPES) + SHAPES.index(o.shape)
             x, y, w, h = o.bbox
-            inside = ((centres >= y) & (centres < y + h))[:, None] & ((centres >= x) & (centres < x + w))[
-                None
-            ]
-            if not inside.any():
-                inside[
-                    min(int(o.center[1] // args.patch_size), side - 1),
-                    min(int(o.center[0] // args.patch_size), side - 1),
-                ] = True
+            rows, cols = (centres >= y) & (centres < y + h), (centres >= x) & (centres < x + w)
+            inside = rows[:, None] & cols[None, :]  # (side, side) tokens in the box
+            if not inside.any():  # a box smaller than a token: the token under its centre
+                cx, cy = (min(int(c // args.patch_size), side - 1) for c in o.center)
+                inside[cy, cx] = True
             pool[i, k] = inside / inside.sum()
         outside = pool[i, :8].sum(0) == 0
         labels[i, 8], pool[i, 8] = 18, outside / outside.sum().clamp(min=1)
