@@ -58,9 +58,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--image-size", type=pos, default=64)
     g.add_argument("--num-classes", type=pos, help="with --data-root")
     g = p.add_argument_group("backbone")
-    g.add_argument(
-        "--backbone", default="tiny-vit", help="tiny-vit (pretrained here) | a timm / HF name or path"
-    )
+    g.add_argument("--backbone", default="tiny-vit", help="tiny-vit (trained here), timm / HF name or path")
     g.add_argument("--patch-size", type=pos, default=4, help="tiny-vit pixels per token (power of 2)")
     g.add_argument("--dim", type=pos, default=64, help="tiny-vit width")
     g.add_argument("--depth", type=pos, default=2, help="tiny-vit layers")
@@ -79,12 +77,9 @@ def parse_args(argv: list[str] | None = None):
     args = p.parse_args(argv)
     if args.data_root is not None and args.num_classes is None:
         p.error("--data-root needs --num-classes")
-    if args.backbone == "tiny-vit" and (
-        args.image_size % args.patch_size or args.patch_size & (args.patch_size - 1)
-    ):
-        p.error(
-            f"--patch-size {args.patch_size} must be a power of 2 dividing --image-size {args.image_size}"
-        )
+    size, patch = args.image_size, args.patch_size
+    if args.backbone == "tiny-vit" and (size % patch or patch & (patch - 1)):
+        p.error(f"--patch-size {patch} must be a power of 2 dividing --image-size {size}")
     args.device = "cpu" if args.device == "auto" else args.device  # features and heads live on the CPU
     if args.resume or args.eval_only:  # a run folder describes itself: its own flags win
         args = T.restore_run_args(args, keep=CONTROL, error=p.error)
