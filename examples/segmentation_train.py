@@ -268,7 +268,7 @@ def train_head(run: T.TrainingRun, kind: str, data: dict, feats, grid) -> nn.Mod
         for idx in run.progress(batches):
             logits = ddp(train_x[idx], grid=grid, size=tuple(train_y.shape[-2:]))  # (B, C, H, W)
             loss = F.cross_entropy(logits, train_y[idx], ignore_index=IGNORE)
-            if not run.optimizer_step(loss, clip_norm=None):
+            if not run.optimizer_step(loss, clip_norm=None):  # no clipping, as measured
                 break
         if run.epoch_complete:
             result = evaluate(head, val_x, val_y, grid, num_classes, run.dist)
