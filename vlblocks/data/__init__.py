@@ -1,5 +1,6 @@
 """Datasets and data utilities: ShapesWorld (offline synthetic scenes with task views), VQA v2 and COCO captions
-readers, an image + mask folder for segmentation, the image loader they share, a word-level tokenizer and the VQA collate function.
+readers, an image + mask folder reader for segmentation, the image loader they share, a word-level tokenizer and
+the VQA collate function.
 
 Imported as a namespace: ``from vlblocks import data; world = data.ShapesWorld("train")``.
 """
