@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "segmentation_train.py"
@@ -18,9 +20,12 @@ TINY = ["--num-scenes", "40", "--dim", "32", "--depth", "1", "--patch-size", "8"
 TINY += ["--head-depth", "1", "--batch-size", "16"]
 
 
-def run(args: list[str], *, tiny: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], *, tiny: bool = True, timeout: int = 300, launcher: list[str] | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(SCRIPT), *(TINY if tiny else []), "--threads", "1", *args]
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])  # this checkout's vlblocks
+    cmd = [*(launcher or [sys.executable]), str(SCRIPT), *(TINY if tiny else []), "--threads", "1", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -114,6 +119,40 @@ def test_a_short_run_beats_the_majority_baseline(tmp_path: Path) -> None:
     assert 0.03 < baseline < 0.07, baseline
     assert history[-1] > 2 * baseline and history[-1] > 5 * history[0], (baseline, history)
     assert history[-1] > history[1]  # still improving after the first epoch
+
+
+def test_an_interrupted_run_resumes_bit_for_bit(tmp_path: Path) -> None:
+    """--stop-after in the middle of an epoch, then --resume from the folder alone, ends with the same head weights
+    and the same logged mIoU as the uninterrupted run (the backbone comes back from backbone.safetensors). The
+    backbone is pretrained on --pretrain labels here (and on objects in the torchrun test), so each pretraining
+    task runs in some test."""
+    flags = ["--head", "conv", "--epochs", "2", "--pretrain", "labels"]  # 40 scenes / 16: 3 steps an epoch
+    full, part = tmp_path / "full", tmp_path / "part"
+    ok(run([*flags, "--output-dir", str(full)]))
+    proc = ok(run([*flags, "--stop-after", "2", "--output-dir", str(part)]))
+    assert "continue with --resume" in proc.stdout
+    assert [r["step"] for r in rows(part)] == [0]  # stopped before the first epoch ended
+    proc = ok(run(["--resume", "--output-dir", str(part)], tiny=False))
+    assert "reusing the pretrained tiny ViT" in proc.stdout and "at step 2" in proc.stdout
+    a, b = (load_file(f / "checkpoint" / "model.safetensors") for f in (full, part))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["miou"] for r in rows(full)] == [r["miou"] for r in rows(part)]
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
+    """Two gloo processes: rank 0 alone prints and logs, both take the same steps (40 scenes in batches of 16 over
+    2 ranks: 1 step per epoch), and the validation mIoU the two ranks computed together (each on its half of the
+    images, confusion counts all-reduced) equals the one-process --eval-only of rank 0's saved head: the ranks'
+    heads and frozen features are the same."""
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    flags = ["--head", "linear", "--epochs", "2", "--pretrain", "objects"]
+    proc = ok(run([*flags, "--output-dir", str(out)], launcher=launcher))
+    assert [(r["epoch"], r["step"]) for r in rows(out)] == [(0, 0), (1, 1), (2, 2)]  # logged once
+    assert proc.stdout.count("features:") == 1 and proc.stdout.count("head linear:") == 1  # rank 0 prints
+    ok(run(["--eval-only", "--output-dir", str(out)], tiny=False))
+    final = json.loads((out / "summary.json").read_text())["heads"][0]["miou"]
+    assert final == pytest.approx(rows(out)[-1]["miou"], abs=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """Datasets and data utilities: ShapesWorld (offline synthetic scenes with task views), VQA v2 and COCO captions
-readers, the image loader they share, a word-level tokenizer and the VQA collate function.
+readers, an image + mask folder reader for segmentation, the image loader they share, a word-level tokenizer and
+the VQA collate function.
 
 Imported as a namespace: ``from vlblocks import data; world = data.ShapesWorld("train")``.
 """
@@ -10,6 +11,7 @@ from vlblocks.data.caption_batch import CaptionTokens, caption_tokens, prompt_to
 from vlblocks.data.coco import CocoCaptions
 from vlblocks.data.collate import VQACollator
 from vlblocks.data.image_io import UnreadableImageError, load_image
+from vlblocks.data.seg_folder import load_segmentation_folder
 from vlblocks.data.shapes import (
     COLORS,
     MASK_CLASSES,
@@ -54,6 +56,7 @@ __all__ = [
     "build_word_tokenizer",
     "caption_tokens",
     "load_image",
+    "load_segmentation_folder",
     "prompt_tokens",
     "vqa_soft_score",
 ]

@@ -39,7 +39,9 @@ from vlblocks.training.loop import (
     shard_batches,
     stop_on_signal,
 )
+from vlblocks.training.masks import class_palette, mask_legend, overlay_mask
 from vlblocks.training.optim import build_optimizer, param_groups, supports_fused_adamw
+from vlblocks.training.plots import plot_panels
 from vlblocks.training.run import (
     RunFolderError,
     add_run_args,
@@ -74,6 +76,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "chunk_groups",
+    "class_palette",
     "cleanup_distributed",
     "format_table",
     "fraction",
@@ -88,8 +91,11 @@ __all__ = [
     "load_run_config",
     "lr_factor",
     "make_parser",
+    "mask_legend",
     "nonneg_int",
+    "overlay_mask",
     "param_groups",
+    "plot_panels",
     "positive_float",
     "positive_int",
     "prepare_run_dir",

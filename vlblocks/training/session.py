@@ -126,6 +126,18 @@ class TrainingRun:
         if self.dist.is_main and not self.code:
             save_checkpoint(self.ckpt, **self._tracked, state=self.state)
 
+    def next_training(self, checkpoint: str) -> None:
+        """Start another training in the same run, with its own checkpoint folder ``out / checkpoint``, step count,
+        running loss and epoch rows (``--resume`` reads that folder's state; ``--stop-after`` counts anew): e.g.
+        one per head of a comparison that trains several models on the same data. Call ``track`` and ``plan``
+        again for it."""
+        self.ckpt = self.out / checkpoint
+        self.resumed = bool(getattr(self.args, "resume", False)) and has_checkpoint(self.ckpt)
+        fresh = {"step": 0, "loss_sum": 0.0, "loss_count": 0}
+        self.state = read_checkpoint_state(self.ckpt) if self.resumed else fresh
+        self.history, self.code, self.stopped, self.steps_per_epoch, self.total = [], 0, False, 0, 0
+        self._run_steps, self._tracked = 0, {}
+
     # ------------------------------------------------------------------------- the loop
 
     def plan(self, groups: int | Sequence[Sequence[int]], *, per_batch: int) -> int:
