@@ -33,6 +33,7 @@ from torch import nn
 
 from vlblocks.generation.cache import StaticCache
 from vlblocks.generation.screen import GreedyHead
+from vlblocks.generation.screen import clear_cache as clear_screen_cache
 
 __all__ = ["FastStep", "clear_weight_cache", "fast_linear"]
 
@@ -42,21 +43,23 @@ _ONEDNN: dict[str, bool] = {}
 
 
 def clear_weight_cache() -> None:
-    """Forget every re-laid-out weight copy (they are rebuilt on the next `generate`)."""
+    """Forget every re-laid-out weight copy, the bfloat16 screens' included (rebuilt on the next `generate`)."""
     _CACHE.clear()
+    clear_screen_cache()
 
 
 def fast_linear(module: nn.Module, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function computing `module(x)` for x (rows, in): a re-laid-out weight where that is faster, else the module.
 
-    Only a plain float32 CPU `nn.Linear` without hooks and with at least 2**18 weights is re-laid out; anything else
-    (LoRA layers, hooked or small layers, GPU) is returned as is.
+    Only a plain float32 CPU `nn.Linear` without hooks and with at least 2**18 weights is re-laid out; other plain
+    `nn.Linear` layers become a direct `F.linear` call (no module call overhead); anything else (LoRA layers, hooked
+    layers) is returned as is.
     """
     if type(module) is not nn.Linear or _hooked(module):
         return module
     weight, bias = module.weight, module.bias
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.numel() < _PACK_MIN_ELEMENTS:
-        return module
+        return lambda x: F.linear(x, weight, bias)
     kind = "t" if rows == 1 or not _onednn_available() else ("onednn", rows)
     key = (kind, weight.data_ptr(), weight._version)
     hit = _CACHE.get(id(weight))
@@ -89,6 +92,18 @@ def _onednn_available() -> bool:
     return _ONEDNN["ok"]
 
 
+def _direct(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A plain `nn.LayerNorm` / `nn.GELU` without hooks as a direct functional call (no module call overhead; the
+    same operation on the same parameters), anything else as is."""
+    if _hooked(module):
+        return module
+    if type(module) is nn.LayerNorm:
+        return lambda x: F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+    if type(module) is nn.GELU:
+        return lambda x: F.gelu(x, approximate=module.approximate)
+    return module
+
+
 def _hooked(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
@@ -98,17 +113,17 @@ class _Layer:
 
     def __init__(self, block: Any, rows: int) -> None:
         attn = block.attn
-        self.ln_1, self.ln_2 = block.ln_1, block.ln_2
+        self.ln_1, self.ln_2 = _direct(block.ln_1), _direct(block.ln_2)
         self.c_attn, self.attn_proj = fast_linear(attn.c_attn, rows), fast_linear(attn.c_proj, rows)
         self.heads, self.scale = attn.heads, attn.scale
         self.has_cross = block.has_cross
         if self.has_cross:
             cross = block.crossattention
-            self.ln_cross = block.ln_cross_attn
+            self.ln_cross = _direct(block.ln_cross_attn)
             self.q_attn, self.cross_proj = fast_linear(cross.q_attn, rows), fast_linear(cross.c_proj, rows)
             self.cross_scale = cross.scale
         mlp = block.mlp
-        self.c_fc, self.act, self.mlp_proj = fast_linear(mlp.c_fc, rows), mlp.act, fast_linear(mlp.c_proj, rows)
+        self.c_fc, self.act, self.mlp_proj = fast_linear(mlp.c_fc, rows), _direct(mlp.act), fast_linear(mlp.c_proj, rows)
 
 
 class FastStep:
@@ -120,7 +135,7 @@ class FastStep:
 
     def __init__(self, decoder: Any, rows: int, *, greedy: bool = False) -> None:
         tr = decoder.transformer
-        self.wte, self.wpe, self.ln_f = tr.wte.weight, tr.wpe.weight, tr.ln_f
+        self.wte, self.wpe, self.ln_f = tr.wte.weight, tr.wpe.weight, _direct(tr.ln_f)
         self.layers = [_Layer(block, rows) for block in tr.h]
         self.greedy_head = GreedyHead.build(decoder.lm_head, rows) if greedy else None
         self.lm_head = None if self.greedy_head is not None else fast_linear(decoder.lm_head, rows)
@@ -163,8 +178,7 @@ class FastStep:
         if self.slots is None or self.slots.shape[0] != cache.max_len:
             self.slots = torch.arange(cache.max_len, device=x.device)  # (L,)
         allowed = cache.key_mask & (self.slots <= slot)  # (B, L): real and already written
-        bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
-        bias = bias.masked_fill_(~allowed, torch.finfo(x.dtype).min)[:, None, None]  # (B, 1, 1, L)
+        bias = torch.where(allowed, 0.0, torch.finfo(x.dtype).min).to(x.dtype)[:, None, None]  # (B, 1, 1, L)
         if self.cross is None or self.cross[0] is not cache.cross_kv:
             self.cross = (cache.cross_kv, [_prepare_cross(kv) for kv in cache.cross_kv])
         for layer, kv, cross_kv in zip(self.layers, cache.layers, self.cross[1]):

@@ -2,26 +2,30 @@
 
 Greedy decoding needs one number per row from the LM head, the index of the largest float32 logit, yet the head's
 product (B x D times D x V) is most of a small decoder's step. `GreedyHead` runs that product in bfloat16 (oneDNN,
-about twice the float32 speed on a CPU with bfloat16 dot products), keeps the few best candidates, recomputes their
-logits in float32 and returns the best of them, but only where a bound proves that no other token can beat it:
+about twice the float32 speed on a CPU with bfloat16 dot products, and half the bytes), keeps a few candidates,
+recomputes their logits in float32 and returns the best of them, but only where a bound proves that no other token
+can beat it. For every token v:
 
     |z_v - a_v| <= ||h - h'|| ||w_v|| + ||h'|| ||w_v - w'_v|| + g_D ||h'|| ||w'_v|| + 2^-7 |a_v|
 
-where z_v = h . w_v is the float32 logit, a_v the bfloat16 screen, h' and w'_v the rounded operands, g_D = D 2^-24 /
-(1 - D 2^-24) the float32 accumulation of D products (the products of two bfloat16 numbers are exact in float32) and
-the last term the rounding of the output to bfloat16. With the bound E (the maxima over the vocabulary, per row, plus
-the float32 rounding of the reference logits themselves) and T the largest screen value of a token that is not a
-candidate, a row is certain when its best candidate's float32 logit exceeds T + E. A row that is not certain (close
-logits, NaN or inf) takes the plain float32 head (`F.linear` on its rows, then the first maximum): the result is
-always the argmax of the float32 logits, up to the float32 rounding order of the product (which differs between any
-two kernels, HF's included).
+where z_v = h . w_v is the exact logit, a_v the bfloat16 screen, h' and w'_v the operands rounded to bfloat16
+(||h - h'|| <= 2^-8 ||h||), g_D = D 2^-24 / (1 - D 2^-24) the float32 accumulation of D products (a product of two
+bfloat16 numbers is exact in float32) and the last term the rounding of the output to bfloat16. Taking the maxima of
+the weight norms over the vocabulary, adding the float32 rounding of the logits themselves and some room, the bound
+is E = c ||h|| + 2^-6 |T| per row (c computed once per weight). With T the largest screen value of a token that is
+not a candidate, a row is certain when its best candidate's float32 logit exceeds T + E. A row that is not certain
+(close logits, ties, NaN or inf) takes the plain float32 head (`F.linear` on its rows, then the first maximum): the
+result is always the argmax of the float32 logits, up to the rounding order of the float32 product (which differs
+between any two kernels, HF's included). On random GPT-2-like rows fewer than 1% of the rows fall back.
 
 Candidates without sorting the vocabulary: the screen is cut into chunks of 256 tokens; the 4 chunks with the
 largest maxima are kept, and the 8 best tokens inside them are the candidates; T is the larger of the 5th chunk
 maximum and the 9th value inside the kept chunks.
 
-This is a CPU path (bfloat16 oneDNN kernels): the uncertain rows are gathered with `nonzero`, whose shape depends on
-the data. There is no device to wait for on a CPU; on a GPU `generate` keeps the float32 head and fixed shapes.
+This is a CPU path (bfloat16 oneDNN kernels), used from 2 rows on (at one row the float32 matrix-vector product on a
+transposed copy streams from memory faster than oneDNN's bfloat16 one; measured): the uncertain rows are gathered
+with `nonzero`, whose shape depends on the data. There is no device to wait for on a CPU; on a GPU `generate` keeps
+the float32 head and fixed shapes.
 
 Shapes: B rows, D width, V vocabulary, Vp = V padded to a multiple of 256, C = Vp / 256 chunks, K candidates.
 """
@@ -59,14 +63,14 @@ class GreedyHead:
         gamma = n / (1 - n)
         w_max, dw_max, wb_max = norms
         # ||h - h'|| <= 2^-8 ||h|| and ||h'|| <= (1 + 2^-8) ||h|| (round to nearest), so the bound per row is
-        # ||h|| * (2^-8 w_max + (1 + 2^-8) (dw_max + g wb_max) + 2 g w_max) + 2^-7 |T| (see the module docstring),
+        # ||h|| * (2^-8 w_max + (1 + 2^-8) (dw_max + g wb_max) + 2 g w_max) + 2^-6 |T| (see the module docstring),
         # with room (2^-10) for the rounding of these norms and sums
         u = 2.0**-8
         self.per_norm = (u * w_max + (1 + u) * (dw_max + gamma * wb_max) + 2 * gamma * w_max) * (1 + 2.0**-10)
 
     @classmethod
     def build(cls, module: nn.Module, rows: int) -> GreedyHead | None:
-        """A screened head for `rows` rows, or None where it does not apply (not a bias-free float32 CPU
+        """A screened head for `rows` rows, or None where it does not apply (one row, not a bias-free float32 CPU
         `nn.Linear` with a vocabulary of at least 4096, a hook on it, or no bfloat16 oneDNN kernel here)."""
         if type(module) is not nn.Linear or module.bias is not None or module._forward_hooks:
             return None
@@ -75,12 +79,20 @@ class GreedyHead:
         weight = module.weight
         if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.shape[0] < _MIN_VOCAB:
             return None
-        if weight.shape[0] < 2 * _CANDIDATES or not _bf16_available():
-            return None
+        if rows < 2 or weight.shape[0] < 2 * _CANDIDATES or not _bf16_available():
+            return None  # one row: the float32 matrix-vector product on the transposed copy streams faster
         return cls(weight, rows)
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         """h (B, D) float32 -> (B,) the index of the largest float32 logit (the first one on ties)."""
+        token, certain = self.screen(h)
+        # rows the screen cannot decide: the plain float32 head (shape depends on the data; CPU only)
+        unsure = (~certain).nonzero()[:, 0]  # (n,)
+        logits = F.linear(h.index_select(0, unsure), self.weight)  # (n, V)
+        return token.index_copy_(0, unsure, logits.argmax(dim=-1))  # argmax: the first maximum, as documented
+
+    def screen(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, D) -> (the best candidate (B,), whether it is certainly the float32 argmax (B,) bool)."""
         b = h.shape[0]
         hb = h.to(torch.bfloat16)
         screen = torch.ops.mkldnn._linear_pointwise(hb, self.packed, None, "none", [], "").float()  # (B, Vp)
@@ -99,14 +111,11 @@ class GreedyHead:
         exact = torch.bmm(F.embedding(tokens, self.weight), h[:, :, None])[..., 0]  # (B, K) float32 logits
         z_best = exact.amax(dim=-1, keepdim=True)  # (B, 1)
         token = torch.where(exact == z_best, tokens, self.vocab).amin(dim=-1)  # (B,) the first maximum
-        # certain: z_best > T + E, E = per_norm ||h|| + 2^-7 |T| (the screen's output rounding, relative 2^-8)
-        bound = threshold.abs().mul_(2.0**-7).add_(h.norm(dim=-1), alpha=self.per_norm)  # (B,)
+        # certain: z_best > T + E, E = per_norm ||h|| + 2^-6 |T| (the screen's output rounding, relative 2^-8 when
+        # rounded to nearest, 2^-7 if truncated, with room)
+        bound = threshold.abs().mul_(2.0**-6).add_(h.norm(dim=-1), alpha=self.per_norm)  # (B,)
         bound = bound.add_(2.0**-100)  # flushed denormals (oneDNN's bfloat16 products), at most D 2^-126 each
-        certain = z_best[:, 0] > threshold + bound
-        # rows the screen cannot decide: the plain float32 head (shape depends on the data; CPU only)
-        unsure = (~certain).nonzero()[:, 0]  # (n,)
-        logits = F.linear(h.index_select(0, unsure), self.weight)  # (n, V)
-        return token.index_copy_(0, unsure, logits.argmax(dim=-1))  # argmax: the first maximum, as documented
+        return token, z_best[:, 0] > threshold + bound
 
 
 def _bf16_copy(weight: torch.Tensor, rows: int, padded: int) -> tuple[torch.Tensor, tuple[float, float, float]]:
