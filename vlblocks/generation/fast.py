@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlblocks.generation.cache import StaticCache
+from vlblocks.generation.sampling import greedy_token
 from vlblocks.generation.screen import GreedyHead
 from vlblocks.generation.screen import clear_cache as clear_screen_cache
 
@@ -129,14 +130,16 @@ class _Layer:
 class FastStep:
     """`decode_step` for one `generate` call: call it as `step(decoder, cache, tokens, slot, position)`.
 
-    With `greedy=True` and where `GreedyHead` applies (CPU, float32, a bfloat16 oneDNN kernel), the step returns
-    the greedy tokens (B,) instead of the logits (`picks_tokens` says which), and so does `head`.
+    With `greedy=True` the step returns the greedy tokens (B,) instead of the logits (`picks_tokens`), and so does
+    `head`: through `GreedyHead` where it applies (CPU, float32, 2 rows or more, a bfloat16 oneDNN kernel), else the
+    first maximum of the float32 logits.
     """
 
     def __init__(self, decoder: Any, rows: int, *, greedy: bool = False) -> None:
         tr = decoder.transformer
         self.wte, self.wpe, self.ln_f = tr.wte.weight, tr.wpe.weight, _direct(tr.ln_f)
         self.layers = [_Layer(block, rows) for block in tr.h]
+        self.greedy = greedy
         self.greedy_head = GreedyHead.build(decoder.lm_head, rows) if greedy else None
         self.lm_head = None if self.greedy_head is not None else fast_linear(decoder.lm_head, rows)
         self.slots: torch.Tensor | None = None
@@ -145,13 +148,16 @@ class FastStep:
     @property
     def picks_tokens(self) -> bool:
         """Whether the step (and `head`) return greedy tokens (B,) rather than logits (B, V)."""
-        return self.greedy_head is not None
+        return self.greedy
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Final hidden states (B, D) -> logits (B, V) float32, or the greedy tokens (B,) (`picks_tokens`)."""
         if self.greedy_head is not None:
             return self.greedy_head(h)
-        return self.lm_head(h).float()
+        logits = self.lm_head(h).float()
+        if not self.greedy:
+            return logits
+        return logits.argmax(dim=-1) if h.shape[0] == 1 else greedy_token(logits)  # (B,) the first maximum
 
     @classmethod
     def build(cls, decoder: Any, rows: int, *, greedy: bool = False) -> FastStep | None:

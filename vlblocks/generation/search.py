@@ -53,13 +53,15 @@ class GenerationOutput:
 
 @dataclass
 class Prompt:
-    """A checked, embedded-ready prompt: ids / mask (B, P), prefix embeddings (B, Np, D) or None, cache length L."""
+    """A checked, embedded-ready prompt: ids / mask (B, P), prefix embeddings (B, Np, D) or None, cache length L;
+    `unpadded`: no attention mask was given (every token is real)."""
 
     ids: torch.Tensor
     mask: torch.Tensor
     prefix: torch.Tensor | None
     image_embeds: torch.Tensor | None
     max_len: int
+    unpadded: bool = False
 
     @property
     def prefix_len(self) -> int:
@@ -98,16 +100,20 @@ def prepare(
             f"prompt ({p} tokens{'' if prefix is None else f' + {prefix.shape[1]} image tokens'}) + max_new_tokens "
             f"({max_new_tokens}) must fit the position budget n_positions={cfg.n_positions}, got {total}"
         )
-    return Prompt(ids=input_ids, mask=mask, prefix=prefix, image_embeds=image_embeds, max_len=total)
+    return Prompt(ids=input_ids, mask=mask, prefix=prefix, image_embeds=image_embeds, max_len=total,
+                  unpadded=attention_mask is None)
 
 
 def prefill(
-    decoder: Any, prompt: Prompt, *, head: Callable[[torch.Tensor], torch.Tensor] | None = None
+    decoder: Any, prompt: Prompt, *, head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    step: FastStep | None = None,
 ) -> tuple[StaticCache, torch.Tensor, torch.Tensor]:
     """Run the prompt (and prefix) through the decoder into a new cache.
 
     `head` maps the last hidden state (B, D) to the result (default: `decoder.lm_head`, as float32 logits;
-    `generate` passes the fast step's, which may return the greedy tokens (B,) instead).
+    `generate` passes the fast step's, which may return the greedy tokens (B,) instead). `step`: a `FastStep`
+    that runs a one-token prompt without prefix or padding (the common BOS prompt) as a decode step at slot 0 (the
+    same computation, without the modules' per-call overhead); it then gives the result instead of `head`.
     Returns (cache, logits of the last prompt token (B, V) float32 (or `head`'s result), its position (B, 1)).
     """
     cfg, tr = decoder.config, decoder.transformer
@@ -124,6 +130,8 @@ def prefill(
         cross_kv=_contiguous(decoder.cross_kv(prompt.image_embeds)), device=x.device, dtype=x.dtype,
     )
     cache.key_mask[:, :n] = mask
+    if step is not None and n == 1 and prompt.unpadded:
+        return cache, step(decoder, cache, prompt.ids, torch.zeros(1, dtype=torch.long, device=x.device), pos), pos
     slots = torch.arange(n, device=x.device)
     h = decoder.run_blocks(
         x + tr.wpe(pos), mask=cache.key_mask, cross_kv=cache.cross_kv, caches=cache.layers, positions=slots
@@ -220,7 +228,7 @@ def generate(
             repetition_penalty, no_repeat_ngram_size)
         fast = None if compile_step else FastStep.build(decoder, prompt.ids.shape[0] * num_beams, greedy=only_argmax)
         step_fn = _compiled_step() if compile_step else (fast or decode_step)
-        cache, logits, position = prefill(decoder, prompt, head=None if fast is None else fast.head)
+        cache, logits, position = prefill(decoder, prompt, head=None if fast is None else fast.head, step=fast)
         common = dict(max_new_tokens=max_new_tokens, eos=eos, pad=pad, repetition_penalty=repetition_penalty,
                       ngram=no_repeat_ngram_size, recorder=recorder, step_fn=step_fn, check_every=check_every)
         if num_beams > 1:
