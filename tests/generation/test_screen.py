@@ -61,6 +61,20 @@ def test_undecidable_rows_fall_back_and_ties_take_the_first():
     assert torch.equal(got, F.linear(h, lin.weight).argmax(dim=-1)) and got[1] == 0 and got[3] == 123
 
 
+def test_close_logits_are_resolved_in_float32():
+    lin = _head()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for i in range(12):  # 12 near copies of row 55: too many close candidates for the screen
+            lin.weight[300 + 97 * i] = lin.weight[55] + 1e-5 * torch.randn(D, generator=g)
+    head = GreedyHead.build(lin, 6)
+    h = torch.randn(6, D, generator=g)
+    h[::2] = lin.weight[55].detach() * 50
+    _, certain = head.screen(h)
+    assert not certain[::2].any()
+    assert torch.equal(head(h), F.linear(h, lin.weight).argmax(dim=-1))
+
+
 def test_where_it_applies():
     assert GreedyHead.build(_head(), 1) is None  # one row: the float32 product on the transposed copy
     assert GreedyHead.build(nn.Linear(D, 100, bias=False), 4) is None  # small vocabulary
