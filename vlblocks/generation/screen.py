@@ -14,9 +14,11 @@ bfloat16 numbers is exact in float32) and the last term the rounding of the outp
 the weight norms over the vocabulary, adding the float32 rounding of the logits themselves and some room, the bound
 is E = c ||h|| + 2^-6 |T| per row (c computed once per weight). With T the largest screen value of a token that is
 not a candidate, a row is certain when its best candidate's float32 logit exceeds T + E. A row that is not certain
-(close logits, ties, NaN or inf) takes the plain float32 head (`F.linear` on its rows, then the first maximum): the
-result is always the argmax of the float32 logits, up to the rounding order of the float32 product (which differs
-between any two kernels, HF's included). On random GPT-2-like rows fewer than 1% of the rows fall back.
+(close logits; ~0.3% of the rows of the benchmark's random GPT-2) recomputes in float32 every token whose screen
+value is within the bound of that logit (a_u + 2^-6 |a_u| + c ||h|| >= z_best: usually a handful), and a row with
+no such token (NaN, inf) takes the whole float32 head: the result is always the argmax of the float32 logits (the
+first one on ties), up to the rounding order of the float32 product (which differs between any two kernels, HF's
+included).
 
 Candidates without sorting the vocabulary: the screen is cut into chunks of 256 tokens; the 4 chunks with the
 largest maxima are kept, and the 8 best tokens inside them are the candidates; T is the larger of the 5th chunk
@@ -24,8 +26,9 @@ maximum and the 9th value inside the kept chunks.
 
 This is a CPU path (bfloat16 oneDNN kernels), used from 2 rows on (at one row the float32 matrix-vector product on a
 transposed copy streams from memory faster than oneDNN's bfloat16 one; measured): the uncertain rows are gathered
-with `nonzero`, whose shape depends on the data. There is no device to wait for on a CPU; on a GPU `generate` keeps
-the float32 head and fixed shapes.
+with `nonzero`, whose shape depends on the data, and the rare resolution runs only when there is one (a branch on a
+CPU tensor's shape). There is no device to wait for on a CPU; on a GPU `generate` keeps the float32 head, fixed
+shapes and no branch.
 
 Shapes: B rows, D width, V vocabulary, Vp = V padded to a multiple of 256, C = Vp / 256 chunks, K candidates.
 """
