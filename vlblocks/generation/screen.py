@@ -48,6 +48,7 @@ _CHUNK = 256
 _CHUNKS_KEPT = 4
 _CANDIDATES = 8
 _MIN_VOCAB = 4096  # smaller heads: the float32 head is cheap enough
+_MIN_ROWS = 2  # one row: the float32 matrix-vector product on the transposed copy streams faster
 _CACHE: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(weight) -> (key, bfloat16 copy and norms)
 _BF16: dict[str, bool] = {}
 
@@ -82,7 +83,7 @@ class GreedyHead:
         weight = module.weight
         if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.shape[0] < _MIN_VOCAB:
             return None
-        if rows < 2 or weight.shape[0] < 2 * _CANDIDATES or not _bf16_available():
+        if rows < _MIN_ROWS or weight.shape[0] < 2 * _CANDIDATES or not _bf16_available():
             return None  # one row: the float32 matrix-vector product on the transposed copy streams faster
         return cls(weight, rows)
 
