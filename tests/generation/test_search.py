@@ -113,7 +113,7 @@ def test_left_padded_batch_equals_each_prompt_alone(models):
 def test_sampling_seeded_and_early_stop(models):
     _, ours = models
     image = torch.randn(6, 5, D)
-    kw = dict(max_new_tokens=12, eos_token_id=EOS, pad_token_id=PAD, temperature=0.9, top_p=0.9)
+    kw = dict(max_new_tokens=12, eos_token_id=EOS, pad_token_id=PAD, temperature=0.9, top_p=0.9, output_scores=True)
     a = ours.generate(image, generator=torch.Generator().manual_seed(1), **kw)
     b = ours.generate(image, generator=torch.Generator().manual_seed(1), check_every=2, **kw)
     c = ours.generate(image, generator=torch.Generator().manual_seed(2), **kw)

@@ -32,6 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlblocks.generation.cache import StaticCache
+from vlblocks.generation.sampling import greedy_token
+from vlblocks.generation.screen import GreedyHead
+from vlblocks.generation.screen import clear_cache as clear_screen_cache
 
 __all__ = ["FastStep", "clear_weight_cache", "fast_linear"]
 
@@ -41,21 +44,23 @@ _ONEDNN: dict[str, bool] = {}
 
 
 def clear_weight_cache() -> None:
-    """Forget every re-laid-out weight copy (they are rebuilt on the next `generate`)."""
+    """Forget every re-laid-out weight copy, the bfloat16 screens' included (rebuilt on the next `generate`)."""
     _CACHE.clear()
+    clear_screen_cache()
 
 
 def fast_linear(module: nn.Module, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function computing `module(x)` for x (rows, in): a re-laid-out weight where that is faster, else the module.
 
-    Only a plain float32 CPU `nn.Linear` without hooks and with at least 2**18 weights is re-laid out; anything else
-    (LoRA layers, hooked or small layers, GPU) is returned as is.
+    Only a plain float32 CPU `nn.Linear` without hooks and with at least 2**18 weights is re-laid out; other plain
+    `nn.Linear` layers become a direct `F.linear` call (no module call overhead); anything else (LoRA layers, hooked
+    layers) is returned as is.
     """
     if type(module) is not nn.Linear or _hooked(module):
         return module
     weight, bias = module.weight, module.bias
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.numel() < _PACK_MIN_ELEMENTS:
-        return module
+        return lambda x: F.linear(x, weight, bias)
     kind = "t" if rows == 1 or not _onednn_available() else ("onednn", rows)
     key = (kind, weight.data_ptr(), weight._version)
     hit = _CACHE.get(id(weight))
@@ -88,6 +93,18 @@ def _onednn_available() -> bool:
     return _ONEDNN["ok"]
 
 
+def _direct(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A plain `nn.LayerNorm` / `nn.GELU` without hooks as a direct functional call (no module call overhead; the
+    same operation on the same parameters), anything else as is."""
+    if _hooked(module):
+        return module
+    if type(module) is nn.LayerNorm:
+        return lambda x: F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+    if type(module) is nn.GELU:
+        return lambda x: F.gelu(x, approximate=module.approximate)
+    return module
+
+
 def _hooked(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
@@ -97,32 +114,57 @@ class _Layer:
 
     def __init__(self, block: Any, rows: int) -> None:
         attn = block.attn
-        self.ln_1, self.ln_2 = block.ln_1, block.ln_2
+        self.ln_1, self.ln_2 = _direct(block.ln_1), _direct(block.ln_2)
         self.c_attn, self.attn_proj = fast_linear(attn.c_attn, rows), fast_linear(attn.c_proj, rows)
         self.heads, self.scale = attn.heads, attn.scale
         self.has_cross = block.has_cross
         if self.has_cross:
             cross = block.crossattention
-            self.ln_cross = block.ln_cross_attn
+            self.ln_cross = _direct(block.ln_cross_attn)
             self.q_attn, self.cross_proj = fast_linear(cross.q_attn, rows), fast_linear(cross.c_proj, rows)
             self.cross_scale = cross.scale
         mlp = block.mlp
-        self.c_fc, self.act, self.mlp_proj = fast_linear(mlp.c_fc, rows), mlp.act, fast_linear(mlp.c_proj, rows)
+        self.c_fc, self.act, self.mlp_proj = fast_linear(mlp.c_fc, rows), _direct(mlp.act), fast_linear(mlp.c_proj, rows)
 
 
 class FastStep:
-    """`decode_step` for one `generate` call: call it as `step(decoder, cache, tokens, slot, position)`."""
+    """`decode_step` for one `generate` call: call it as `step(decoder, cache, tokens, slot, position)`.
 
-    def __init__(self, decoder: Any, rows: int) -> None:
+    With `greedy=True` the step returns the greedy tokens (B,) instead of the logits (`picks_tokens`), and so does
+    `head`: through `GreedyHead` where it applies (CPU, float32, 2 rows or more, a bfloat16 oneDNN kernel), else the
+    first maximum of the float32 logits.
+    """
+
+    def __init__(self, decoder: Any, rows: int, *, greedy: bool = False) -> None:
         tr = decoder.transformer
-        self.wte, self.wpe, self.ln_f = tr.wte.weight, tr.wpe.weight, tr.ln_f
+        self.wte, self.wpe, self.ln_f = tr.wte.weight, tr.wpe.weight, _direct(tr.ln_f)
         self.layers = [_Layer(block, rows) for block in tr.h]
-        self.lm_head = fast_linear(decoder.lm_head, rows)
+        self.greedy = greedy
+        self.greedy_head = GreedyHead.build(decoder.lm_head, rows) if greedy else None
+        self.lm_head = None if self.greedy_head is not None else fast_linear(decoder.lm_head, rows)
         self.slots: torch.Tensor | None = None
+        self.cross: tuple[Any, list[Any]] | None = None  # (the cache's cross_kv list, its prepared form)
+
+    @property
+    def picks_tokens(self) -> bool:
+        """Whether the step (and `head`) return greedy tokens (B,) rather than logits (B, V)."""
+        return self.greedy
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, D) -> logits (B, V) float32, or the greedy tokens (B,) (`picks_tokens`)."""
+        if self.greedy_head is not None:
+            return self.greedy_head(h)
+        logits = self.lm_head(h).float()
+        if not self.greedy:
+            return logits
+        return logits.argmax(dim=-1) if h.shape[0] == 1 else greedy_token(logits)  # (B,) the first maximum
 
     @classmethod
-    def build(cls, decoder: Any, rows: int) -> FastStep | None:
-        """A fast step for `rows` rows, or None when only `decode_step` computes the decoder faithfully."""
+    def build(cls, decoder: Any, rows: int, *, greedy: bool = False) -> FastStep | None:
+        """A fast step for `rows` rows, or None when only `decode_step` computes the decoder faithfully.
+
+        `greedy`: the caller takes the argmax of the logits and nothing else (no scores, penalties or sampling).
+        """
         if decoder.training or torch.nn.modules.module._global_forward_hooks:
             return None
         for module in decoder.modules():
@@ -130,22 +172,24 @@ class FastStep:
                 return None
         if type(decoder.transformer.wte) is not nn.Embedding or type(decoder.transformer.wpe) is not nn.Embedding:
             return None
-        return cls(decoder, rows)
+        return cls(decoder, rows, greedy=greedy)
 
     def __call__(
         self, decoder: Any, cache: StaticCache, tokens: torch.Tensor, slot: torch.Tensor, position: torch.Tensor
     ) -> torch.Tensor:
-        """tokens (B, 1) at cache slot `slot` (1,), positions (B, 1) -> next logits (B, V) float32."""
+        """tokens (B, 1) at cache slot `slot` (1,), positions (B, 1) -> next logits (B, V) float32 (or the greedy
+        tokens (B,), `picks_tokens`)."""
         b = tokens.shape[0]
         x = F.embedding(tokens[:, 0], self.wte) + F.embedding(position[:, 0], self.wpe)  # (B, D)
         if self.slots is None or self.slots.shape[0] != cache.max_len:
             self.slots = torch.arange(cache.max_len, device=x.device)  # (L,)
         allowed = cache.key_mask & (self.slots <= slot)  # (B, L): real and already written
-        bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
-        bias = bias.masked_fill_(~allowed, torch.finfo(x.dtype).min)[:, None, None]  # (B, 1, 1, L)
-        for layer, kv, cross_kv in zip(self.layers, cache.layers, cache.cross_kv):
+        bias = torch.where(allowed, 0.0, torch.finfo(x.dtype).min).to(x.dtype)[:, None, None]  # (B, 1, 1, L)
+        if self.cross is None or self.cross[0] is not cache.cross_kv:
+            self.cross = (cache.cross_kv, [_prepare_cross(kv) for kv in cache.cross_kv])
+        for layer, kv, cross_kv in zip(self.layers, cache.layers, self.cross[1]):
             x = self._block(layer, x, bias, kv, cross_kv, slot, b)
-        return self.lm_head(self.ln_f(x)).float()
+        return self.head(self.ln_f(x))
 
     @staticmethod
     def _block(
@@ -155,14 +199,45 @@ class FastStep:
         h, d = layer.heads, x.shape[-1]
         qkv = layer.c_attn(layer.ln_1(x)).view(b, 3, h, 1, d // h)  # (B, 3, H, 1, Dh)
         q, k, v = qkv.unbind(1)  # 3 x (B, H, 1, Dh)
-        kv.k.index_copy_(2, slot, k.to(kv.k.dtype))
-        kv.v.index_copy_(2, slot, v.to(kv.v.dtype))
+        kv.k.index_copy_(2, slot, k)  # the cache has x's dtype (prefill allocates it so)
+        kv.v.index_copy_(2, slot, v)
         out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=bias, scale=layer.scale)  # (B, H, 1, Dh)
         x = x + layer.attn_proj(out.reshape(b, d))
         if layer.has_cross and cross_kv is not None:
-            ck, cv = cross_kv  # (Bi, H, Ni, Dh)
-            bi = ck.shape[0]
-            q = layer.q_attn(layer.ln_cross(x)).view(bi, b // bi, h, d // h).transpose(1, 2)  # (Bi, H, G, Dh)
-            out = F.scaled_dot_product_attention(q, ck, cv, scale=layer.cross_scale)  # (Bi, H, G, Dh)
-            x = x + layer.cross_proj(out.transpose(1, 2).reshape(b, d))  # (B, D)
+            q = layer.q_attn(layer.ln_cross(x))  # (B, D)
+            x = x + layer.cross_proj(_cross_attention(q, cross_kv, h, layer.cross_scale))  # (B, D)
         return x + layer.mlp_proj(layer.act(layer.c_fc(layer.ln_2(x))))
+
+
+def _prepare_cross(kv: tuple[torch.Tensor, torch.Tensor] | None) -> Any:
+    """Image keys / values (Bi, H, Ni, Dh) in the form `_cross_attention` reads: on CPU (keys^T (Bi H, Dh, Ni),
+    values (Bi H, Ni, Dh)) views for two batched products; elsewhere as they are."""
+    if kv is None or kv[0].device.type != "cpu":
+        return kv
+    k, v = kv
+    bi, h, n, dh = k.shape
+    return k.reshape(bi * h, n, dh).transpose(1, 2), v.reshape(bi * h, n, dh)
+
+
+def _cross_attention(q: torch.Tensor, kv: Any, heads: int, scale: float) -> torch.Tensor:
+    """Softmax attention of queries q (B, D) (B = Bi * G rows: G beams per image) over the image's keys / values
+    (prepared by `_prepare_cross`) -> (B, D), no mask.
+
+    On CPU two batched products: a few queries against many keys is a matrix-vector product per head, which the
+    fused SDPA kernel runs about 2x slower at 32 rows (its blocking is for many queries).
+    """
+    b, d = q.shape
+    dh = d // heads
+    if isinstance(kv, tuple) and kv[0].dim() == 4:  # not prepared: a GPU
+        k, v = kv  # (Bi, H, Ni, Dh)
+        bi = k.shape[0]
+        q = q.view(bi, b // bi, heads, dh).transpose(1, 2)  # (Bi, H, G, Dh)
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (Bi, H, G, Dh)
+        return out.transpose(1, 2).reshape(b, d)
+    k_t, v = kv  # (Bi H, Dh, Ni), (Bi H, Ni, Dh)
+    bi = k_t.shape[0] // heads
+    g = b // bi
+    q = q.view(bi, g, heads, dh).transpose(1, 2).reshape(bi * heads, g, dh)  # (Bi H, G, Dh) (a view when G = 1)
+    probs = torch.bmm(q, k_t).mul_(scale).softmax(dim=-1)  # (Bi H, G, Ni)
+    out = torch.bmm(probs, v)  # (Bi H, G, Dh)
+    return out.view(bi, heads, g, dh).transpose(1, 2).reshape(b, d)

@@ -41,24 +41,27 @@ __all__ = ["GenerationOutput", "Prompt", "decode_step", "generate", "prefill", "
 class GenerationOutput:
     """sequences (B, P + T): the prompt as given, then the new tokens (pad after a row's eos);
     scores (B,): greedy / sampling: sum of the log-probabilities (after penalties, before temperature and
-    filters) of a row's new tokens up to its eos; beam search: HF's sequence score (sum of log-probs / length **
-    length_penalty); cross_attentions: layer -> (B, T, H, Ni), the cross-attention of the query that produced each
-    new token (empty unless `return_cross_attentions` was given)."""
+    filters) of a row's new tokens up to its eos, only with `output_scores=True` (else None, as HF's `generate`
+    computes no scores unless asked); beam search: HF's sequence score (sum of log-probs / length **
+    length_penalty), always (the search computes it anyway); cross_attentions: layer -> (B, T, H, Ni), the
+    cross-attention of the query that produced each new token (empty unless `return_cross_attentions` was given)."""
 
     sequences: torch.Tensor
-    scores: torch.Tensor
+    scores: torch.Tensor | None
     cross_attentions: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
 class Prompt:
-    """A checked, embedded-ready prompt: ids / mask (B, P), prefix embeddings (B, Np, D) or None, cache length L."""
+    """A checked, embedded-ready prompt: ids / mask (B, P), prefix embeddings (B, Np, D) or None, cache length L;
+    `unpadded`: no attention mask was given (every token is real)."""
 
     ids: torch.Tensor
     mask: torch.Tensor
     prefix: torch.Tensor | None
     image_embeds: torch.Tensor | None
     max_len: int
+    unpadded: bool = False
 
     @property
     def prefix_len(self) -> int:
@@ -97,16 +100,21 @@ def prepare(
             f"prompt ({p} tokens{'' if prefix is None else f' + {prefix.shape[1]} image tokens'}) + max_new_tokens "
             f"({max_new_tokens}) must fit the position budget n_positions={cfg.n_positions}, got {total}"
         )
-    return Prompt(ids=input_ids, mask=mask, prefix=prefix, image_embeds=image_embeds, max_len=total)
+    return Prompt(ids=input_ids, mask=mask, prefix=prefix, image_embeds=image_embeds, max_len=total,
+                  unpadded=attention_mask is None)
 
 
 def prefill(
-    decoder: Any, prompt: Prompt, *, head: Callable[[torch.Tensor], torch.Tensor] | None = None
+    decoder: Any, prompt: Prompt, *, head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    step: FastStep | None = None,
 ) -> tuple[StaticCache, torch.Tensor, torch.Tensor]:
     """Run the prompt (and prefix) through the decoder into a new cache.
 
-    `head` computes the LM head (default `decoder.lm_head`; `generate` passes the fast step's).
-    Returns (cache, logits of the last prompt token (B, V) float32, its position (B, 1)).
+    `head` maps the last hidden state (B, D) to the result (default: `decoder.lm_head`, as float32 logits;
+    `generate` passes the fast step's, which may return the greedy tokens (B,) instead). `step`: a `FastStep`
+    that runs a one-token prompt without prefix or padding (the common BOS prompt) as a decode step at slot 0 (the
+    same computation, without the modules' per-call overhead); it then gives the result instead of `head`.
+    Returns (cache, logits of the last prompt token (B, V) float32 (or `head`'s result), its position (B, 1)).
     """
     cfg, tr = decoder.config, decoder.transformer
     b, p = prompt.ids.shape
@@ -122,11 +130,14 @@ def prefill(
         cross_kv=_contiguous(decoder.cross_kv(prompt.image_embeds)), device=x.device, dtype=x.dtype,
     )
     cache.key_mask[:, :n] = mask
+    if step is not None and n == 1 and prompt.unpadded:
+        return cache, step(decoder, cache, prompt.ids, torch.zeros(1, dtype=torch.long, device=x.device), pos), pos
     slots = torch.arange(n, device=x.device)
     h = decoder.run_blocks(
         x + tr.wpe(pos), mask=cache.key_mask, cross_kv=cache.cross_kv, caches=cache.layers, positions=slots
     )
-    return cache, (head or decoder.lm_head)(h[:, -1]).float(), pos[:, -1:]
+    out = head(h[:, -1]) if head is not None else decoder.lm_head(h[:, -1]).float()
+    return cache, out, pos[:, -1:]
 
 
 def _contiguous(
@@ -168,6 +179,7 @@ def generate(
     return_cross_attentions: Sequence[int] | None = None,
     check_every: int = 0,
     compile_step: bool = False,
+    output_scores: bool = False,
 ) -> GenerationOutput:
     """Decode up to `max_new_tokens` tokens per row (greedy, sampling or beam search).
 
@@ -187,9 +199,11 @@ def generate(
             kernel.
         check_every: k > 0 stops once every row has finished, seen through a non-blocking copy every k steps.
         compile_step: run the decode step through `torch.compile` (CUDA graphs on a GPU).
+        output_scores: greedy / sampling: also return each row's summed log-probabilities (a log-softmax over the
+            vocabulary every step; off by default, as HF's `output_scores`). Beam search always returns them.
 
     Returns:
-        GenerationOutput(sequences (B, P + T), scores (B,), cross_attentions {layer: (B, T, H, Ni)}).
+        GenerationOutput(sequences (B, P + T), scores (B,) or None, cross_attentions {layer: (B, T, H, Ni)}).
 
     Raises:
         ValueError: a sampler argument out of range, num_beams < 1, a prompt longer than the position budget,
@@ -209,9 +223,12 @@ def generate(
     with torch.no_grad(), _CrossAttentionRecorder(decoder, layers) as recorder:
         prompt = prepare(decoder, image_embeds, input_ids, attention_mask, max_new_tokens)
         check_sampling_args(torch.zeros(prompt.ids.shape[0], 1), temperature, top_k, top_p, min_p)
-        fast = None if compile_step else FastStep.build(decoder, prompt.ids.shape[0] * num_beams)
+        # plain greedy (argmax only: no scores, penalties or sampling): the step may pick the tokens itself
+        only_argmax = num_beams == 1 and not output_scores and _is_zero(temperature) and _no_penalty(
+            repetition_penalty, no_repeat_ngram_size)
+        fast = None if compile_step else FastStep.build(decoder, prompt.ids.shape[0] * num_beams, greedy=only_argmax)
         step_fn = _compiled_step() if compile_step else (fast or decode_step)
-        cache, logits, position = prefill(decoder, prompt, head=None if fast is None else fast.lm_head)
+        cache, logits, position = prefill(decoder, prompt, head=None if fast is None else fast.head, step=fast)
         common = dict(max_new_tokens=max_new_tokens, eos=eos, pad=pad, repetition_penalty=repetition_penalty,
                       ngram=no_repeat_ngram_size, recorder=recorder, step_fn=step_fn, check_every=check_every)
         if num_beams > 1:
@@ -220,14 +237,16 @@ def generate(
             return beam_search(decoder, prompt, cache, logits, position, num_beams=num_beams,
                                length_penalty=length_penalty, early_stopping=early_stopping, **common)
         sampler = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, generator=generator)
-        return _sample_loop(decoder, prompt, cache, logits, position, sampler=sampler, **common)
+        return _sample_loop(decoder, prompt, cache, logits, position, sampler=sampler, output_scores=output_scores,
+                            picks_tokens=fast is not None and fast.picks_tokens, **common)
 
 
 def _sample_loop(
     decoder: Any, prompt: Prompt, cache: StaticCache, logits: torch.Tensor, position: torch.Tensor, *,
     sampler: dict[str, Any], max_new_tokens: int, eos: int | None, pad: int, repetition_penalty: Any, ngram: int,
-    recorder: _CrossAttentionRecorder, step_fn: Any, check_every: int,
+    recorder: _CrossAttentionRecorder, step_fn: Any, check_every: int, output_scores: bool, picks_tokens: bool,
 ) -> GenerationOutput:
+    """Greedy / sampling decode. `picks_tokens`: `step_fn` (and the prefill's `logits`) are the greedy tokens."""
     b, p = prompt.ids.shape
     device = logits.device
     seq = torch.full((b, p + max_new_tokens), pad, dtype=torch.long, device=device)  # (B, P + T)
@@ -237,25 +256,32 @@ def _sample_loop(
     length = torch.full((), p, dtype=torch.long, device=device)
     slot = torch.full((1,), prompt.prefix_len + p, dtype=torch.long, device=device)
     finished = torch.zeros(b, dtype=torch.bool, device=device)
-    scores = torch.zeros(b, device=device)
-    greedy = not isinstance(sampler["temperature"], torch.Tensor) and float(sampler["temperature"]) == 0.0
+    scores = torch.zeros(b, device=device) if output_scores else None
+    greedy = _is_zero(sampler["temperature"])
     top_k = sampler["top_k"]
-    fast_k = isinstance(top_k, int) and not isinstance(top_k, bool) and 0 < top_k < logits.shape[-1]
-    width = int(top_k) if fast_k else noise_width(logits.shape[-1])
+    vocab = decoder.config.vocab_size
+    fast_k = isinstance(top_k, int) and not isinstance(top_k, bool) and 0 < top_k < vocab
+    width = int(top_k) if fast_k else noise_width(vocab)
+    penalties = not _no_penalty(repetition_penalty, ngram)  # only they read seq_mask and length
     stopper = _EarlyStop(check_every, device)
     attentions = []
     kw = {k: v for k, v in sampler.items() if k != "generator"}
     for step in range(max_new_tokens):
-        logits = process_logits(logits, seq, seq_mask, length, repetition_penalty, ngram)
-        noise = None
-        if not greedy:
-            noise = torch.empty(b, width, device=device).exponential_(generator=sampler["generator"])
-        token = sample_next_token(logits, noise=noise, **kw)  # (B,)
-        logp = logits.log_softmax(dim=-1).gather(1, token[:, None])[:, 0]
-        scores = scores + logp.masked_fill(finished, 0.0)
+        if picks_tokens:
+            token = logits  # (B,) the step's argmax
+        else:
+            logits = process_logits(logits, seq, seq_mask, length, repetition_penalty, ngram)
+            noise = None
+            if not greedy:
+                noise = torch.empty(b, width, device=device).exponential_(generator=sampler["generator"])
+            token = sample_next_token(logits, noise=noise, **kw)  # (B,)
+        if scores is not None:
+            logp = logits.log_softmax(dim=-1).gather(1, token[:, None])[:, 0]
+            scores = scores + logp.masked_fill(finished, 0.0)
         token = token.masked_fill(finished, pad)
         seq[:, p + step] = token
-        seq_mask[:, p + step] = True
+        if penalties:
+            seq_mask[:, p + step] = True
         attentions.append(recorder.last_query())
         if eos is not None:
             finished = finished | (token == eos)
@@ -264,8 +290,18 @@ def _sample_loop(
         position = position + 1
         logits = step_fn(decoder, cache, token[:, None], slot, position)
         slot += 1
-        length += 1
+        if penalties:
+            length += 1
     return GenerationOutput(seq, scores, recorder.stack(attentions, b, max_new_tokens))
+
+
+def _is_zero(temperature: Any) -> bool:
+    return not isinstance(temperature, torch.Tensor) and float(temperature) == 0.0
+
+
+def _no_penalty(repetition_penalty: Any, ngram: int) -> bool:
+    """Whether neither penalty changes the logits."""
+    return ngram == 0 and not isinstance(repetition_penalty, torch.Tensor) and float(repetition_penalty) == 1.0
 
 
 def process_logits(

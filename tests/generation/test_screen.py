@@ -1,0 +1,146 @@
+"""`GreedyHead` (greedy's bfloat16 screen of the LM head, checked in float32) against the float32 argmax, its bound,
+its fallback; `generate` with it against HF; `output_scores` against HF's transition scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlblocks.decoders import GPT2Decoder
+from vlblocks.generation import screen
+from vlblocks.generation.screen import GreedyHead
+
+pytestmark = pytest.mark.skipif(not screen._bf16_available(), reason="no bfloat16 oneDNN kernel on this CPU")
+
+V, D = 5000, 64
+
+
+def _head(std: float = 0.02) -> nn.Linear:
+    torch.manual_seed(0)
+    lin = nn.Linear(D, V, bias=False)
+    nn.init.normal_(lin.weight, std=std)
+    return lin
+
+
+@pytest.mark.parametrize("scale", [1.0, 40.0, 1e-3])
+def test_equals_float32_argmax_and_decides_most_rows(scale):
+    lin = _head()
+    head = GreedyHead.build(lin, 64)
+    h = F.layer_norm(torch.randn(64, D, generator=torch.Generator().manual_seed(1)), (D,)) * scale
+    assert torch.equal(head(h), F.linear(h, lin.weight).argmax(dim=-1))
+    _, certain = head.screen(h)
+    assert certain.float().mean() > 0.9  # control: the screen, not the fallback, decides
+
+
+def test_bound_holds_for_every_token():
+    lin = _head(std=0.3)
+    head = GreedyHead.build(lin, 8)
+    h = torch.randn(8, D) * torch.logspace(-3, 3, 8)[:, None]
+    a = torch.ops.mkldnn._linear_pointwise(h.bfloat16(), head.packed, None, "none", [], "").float()[:, :V]
+    z = h.double() @ lin.weight.double().t()  # exact enough
+    bound = head.per_norm * h.double().norm(dim=-1, keepdim=True) + 2.0**-7 * a.double().abs()
+    err = (z - a.double()).abs()
+    assert (err <= bound).all()
+    assert (err.amax(dim=-1) > 0.05 * bound.amax(dim=-1)).all()  # control: the bound is not vacuous
+
+
+def test_undecidable_rows_fall_back_and_ties_take_the_first():
+    lin = _head()
+    with torch.no_grad():
+        lin.weight[4000] = lin.weight[123]  # two equal rows: exact ties
+    head = GreedyHead.build(lin, 4)
+    h = torch.randn(4, D)
+    h[1] = 0.0  # every logit 0: the first token
+    h[2, 0] = float("nan")
+    h[3] = lin.weight[123].detach() * 100  # 123 and 4000 tie among the candidates: the first one
+    _, certain = head.screen(h)
+    assert certain.tolist()[1:3] == [False, False]
+    got = head(h)
+    assert torch.equal(got, F.linear(h, lin.weight).argmax(dim=-1)) and got[1] == 0 and got[3] == 123
+
+
+def test_close_logits_are_resolved_in_float32():
+    lin = _head()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for i in range(12):  # 12 near copies of row 55: too many close candidates for the screen
+            lin.weight[300 + 97 * i] = lin.weight[55] + 1e-5 * torch.randn(D, generator=g)
+    head = GreedyHead.build(lin, 6)
+    h = torch.randn(6, D, generator=g)
+    h[::2] = lin.weight[55].detach() * 50
+    _, certain = head.screen(h)
+    assert not certain[::2].any()
+    assert torch.equal(head(h), F.linear(h, lin.weight).argmax(dim=-1))
+
+
+def test_where_it_applies():
+    assert GreedyHead.build(_head(), 1) is None  # one row: the float32 product on the transposed copy
+    assert GreedyHead.build(nn.Linear(D, 100, bias=False), 4) is None  # small vocabulary
+    assert GreedyHead.build(nn.Linear(D, V), 4) is None  # a bias
+    lin = _head()
+    lin.register_forward_hook(lambda *a: None)
+    assert GreedyHead.build(lin, 4) is None
+    assert GreedyHead.build(_head(), 4) is not None
+
+
+def test_weight_update_rebuilds_the_copy():
+    lin = _head()
+    h = torch.randn(4, D)
+    GreedyHead.build(lin, 4)(h)
+    with torch.no_grad():
+        lin.weight.mul_(-1.0)  # bumps the version counter
+    assert torch.equal(GreedyHead.build(lin, 4)(h), F.linear(h, lin.weight).argmax(dim=-1))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(3)
+    cfg = transformers.GPT2Config(vocab_size=V, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=1,
+                                  eos_token_id=2, add_cross_attention=True)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    folder = tmp_path_factory.mktemp("gpt2_wide")
+    hf.save_pretrained(folder)
+    return hf, GPT2Decoder.from_pretrained(folder).eval()
+
+
+def test_generate_greedy_equals_hf_through_the_screen(models, monkeypatch):
+    import transformers
+
+    hf, ours = models
+    calls = []
+    original = GreedyHead.__call__
+    monkeypatch.setattr(GreedyHead, "__call__", lambda self, h: calls.append(h.shape[0]) or original(self, h))
+    ids, image = torch.randint(3, V, (6, 3)), torch.randn(6, 7, 32)
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # a left-padded row
+    out = ours.generate(image, ids, attention_mask=mask, max_new_tokens=8, eos_token_id=2, pad_token_id=0)
+    assert calls == [6] * 8 and out.scores is None  # prefill + 7 steps, through the screen; no scores asked
+    with torch.no_grad():
+        expected = hf.generate(ids, attention_mask=mask, encoder_hidden_states=image,
+                               generation_config=transformers.GenerationConfig(max_new_tokens=8, do_sample=False,
+                                                                               eos_token_id=2, pad_token_id=0))
+    n = expected.shape[1]
+    assert torch.equal(out.sequences[:, :n], expected) and (out.sequences[:, n:] == 0).all()
+    plain = ours.generate(image, ids, attention_mask=mask, max_new_tokens=8, eos_token_id=2, pad_token_id=0,
+                          output_scores=True)
+    assert calls == [6] * 8 and torch.equal(plain.sequences, out.sequences)  # scores asked: the float32 head
+
+
+def test_output_scores_equal_hf_transition_scores(models):
+    import transformers
+
+    hf, ours = models
+    ids, image = torch.randint(3, V, (3, 2)), torch.randn(3, 7, 32)
+    for kw, hf_kw in ((dict(), dict(do_sample=False)), (dict(repetition_penalty=1.3), dict(repetition_penalty=1.3))):
+        out = ours.generate(image, ids, max_new_tokens=6, eos_token_id=None, output_scores=True, **kw)
+        with torch.no_grad():
+            ref = hf.generate(ids, attention_mask=torch.ones_like(ids), encoder_hidden_states=image,
+                              generation_config=transformers.GenerationConfig(
+                                  max_new_tokens=6, eos_token_id=None, pad_token_id=0, output_scores=True,
+                                  return_dict_in_generate=True, **hf_kw))
+        assert torch.equal(out.sequences, ref.sequences)
+        steps = hf.compute_transition_scores(ref.sequences, ref.scores, normalize_logits=True)  # (B, T) log-probs
+        torch.testing.assert_close(out.scores, steps.sum(dim=1), atol=1e-4, rtol=1e-4)
