@@ -61,7 +61,7 @@ def loss_of(kind: str, image: torch.Tensor, text: torch.Tensor, scale: torch.Ten
 
 
 def main(out: Path) -> None:
-    info = setup_distributed(device="cpu", timeout_s=60)
+    info = setup_distributed(device="cpu", timeout_s=300)  # a loaded machine may stall a rank for a minute
     rank, world = info.rank, info.world_size
     x_image, x_text = inputs()
     open_clip_loss = open_clip_loss_module()

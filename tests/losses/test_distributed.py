@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 120
+TIMEOUT_S = 420  # above the workers' own 300 s collective timeout
 
 
 def _worker_module():
