@@ -188,31 +188,12 @@ class ViTClassifier(nn.Module):
         return self.encoder.image_config.normalize(images.float() / 255)
 
 
-def conv_stem_class():
-    """timm PatchEmbed whose projection is a stack of stride-2 3x3 convolutions (Xiao et al. 2021, "Early
-    convolutions help transformers see better"): a from-scratch ViT then learns ShapesWorld in minutes."""
-    from timm.layers import PatchEmbed
-
-    class ConvStem(PatchEmbed):
-        def __init__(self, **kwargs) -> None:
-            super().__init__(**kwargs)
-            dim, c, layers = kwargs["embed_dim"], kwargs.get("in_chans", 3), []
-            stages = (
-                self.patch_size[0].bit_length() - 1
-            )  # patch 8: 3 stages, (B, 3, S, S) -> (B, C, S/8, S/8)
-            for i in range(stages):
-                out = max(16, dim // 2 ** (stages - i))
-                layers += [nn.Conv2d(c, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
-                c = out
-            self.proj = nn.Sequential(*layers, nn.Conv2d(c, dim, 1))
-
-    return ConvStem
-
-
 def build_model(args, num_classes: int, *, pretrained: bool | None = None) -> ViTClassifier:
     """The classifier the flags describe, with LoRA injected for --peft lora (what trains is set in main)."""
     if args.model == "tiny-vit" and getattr(args, "stem", "patch") == "conv":
         from timm.models.vision_transformer import VisionTransformer
+
+        from vlblocks.encoders.conv_stem import ConvStem
 
         size = args.image_size or 64
         vit = VisionTransformer(
@@ -222,7 +203,7 @@ def build_model(args, num_classes: int, *, pretrained: bool | None = None) -> Vi
             depth=args.depth,
             num_heads=args.heads,
             num_classes=0,
-            embed_layer=conv_stem_class(),
+            embed_layer=ConvStem,
         )
         encoder = ImageEncoder(vit)
     elif args.model == "tiny-vit":
