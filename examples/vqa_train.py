@@ -52,7 +52,9 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--data", choices=["shapes", "vqav2"], default="shapes")
     g.add_argument("--data-root", type=Path, default=None, help="VQA v2 folder (with --data vqav2)")
     g.add_argument("--train-fraction", type=float, default=1.0, help="fraction of the train images")
-    g.add_argument("--num-scenes", type=T.positive_int, default=4000, help="ShapesWorld scenes (val: 1/10)")
+    g.add_argument("--num-scenes", type=T.positive_int, default=4000, help="ShapesWorld training scenes")
+    g.add_argument("--val-scenes", type=T.positive_int, default=None, help="default: num_scenes / 10, >= 50")
+    g.add_argument("--questions-per-scene", type=T.positive_int, default=5, help="ShapesWorld questions per scene")
     g.add_argument("--image-size", type=T.positive_int, default=64)
     g.add_argument("--top-answers", type=T.positive_int, default=1000, help="answer vocabulary size")
     g.add_argument("--max-length", type=T.positive_int, default=24, help="question tokens")
@@ -107,8 +109,14 @@ def build_data(args, out: Path, dist):
     """Train / val question datasets, the answer vocabulary and (tiny text encoders) the word tokenizer."""
     if args.data == "shapes":
         train, val = (
-            ShapesWorld(split, num_scenes=n, image_size=args.image_size, seed=args.seed).vqa()
-            for split, n in (("train", args.num_scenes), ("val", max(args.num_scenes // 10, 50)))
+            ShapesWorld(
+                split,
+                num_scenes=n,
+                image_size=args.image_size,
+                questions_per_scene=args.questions_per_scene,
+                seed=args.seed,
+            ).vqa()
+            for split, n in (("train", args.num_scenes), ("val", args.val_scenes or max(args.num_scenes // 10, 50)))
         )
     else:
         try:

@@ -300,3 +300,49 @@ def test_fully_padded_text_row_pools_to_zeros_and_the_head_stays_finite(summary:
     assert out.pooled[0, 32:].abs().sum() > 0  # control: a real row is not zero
     logits = MLPHead(fusion.out_dim, 5, hidden_dim=16)(out.pooled)
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(("shared_cross", "self_attn", "depth"), [(False, False, 1), (True, True, 2)])
+def test_image_index_equals_gathered_images_forward_and_backward(
+    shared_cross: bool, self_attn: bool, depth: int
+) -> None:
+    """Several texts about one image: projecting each distinct image once gives the per-text result and gradients."""
+    fusion = CoAttentionFusion(
+        48, 32, dim=40, heads=2, depth=depth, shared_cross=shared_cross, self_attn=self_attn, summary="max"
+    )
+    _perturb(fusion)
+    images = torch.randn(3, NI, 48, requires_grad=True)  # 3 distinct images
+    text = torch.randn(5, NT, 32)
+    index = torch.tensor([2, 0, 2, 1, 2])
+    text_mask = torch.ones(5, NT, dtype=torch.bool)
+    text_mask[3, 2:] = False
+    image_mask = torch.ones(5, NI, dtype=torch.bool)
+    image_mask[1, -1] = False
+    out = fusion(images, text, image_mask=image_mask, text_mask=text_mask, image_index=index)
+    ref = fusion(images[index], text, image_mask=image_mask, text_mask=text_mask)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b)
+    grad = torch.randn_like(out.pooled)
+    params = [images, *fusion.parameters()]
+    got = torch.autograd.grad(out.pooled, params, grad)
+    want = torch.autograd.grad(ref.pooled, params, grad)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_image_index_errors() -> None:
+    fusion = CoAttentionFusion(48, 32, dim=40, heads=2)
+    images, text = torch.randn(3, NI, 48), torch.randn(4, NT, 32)
+    with pytest.raises(ValueError, match=r"image_index must have shape \(4,\) \(one per text\), got \(3,\)"):
+        fusion(images, text, image_index=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"image_index must lie in \[0, 3\)"):
+        fusion(images, text, image_index=torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match=r"image_mask must have shape \(4, 5\), got \(3, 5\)"):
+        fusion(
+            images,
+            text,
+            image_mask=torch.ones(3, NI, dtype=torch.bool),
+            image_index=torch.tensor([0, 1, 2, 0]),
+        )
+    with pytest.raises(TypeError, match="image_index"):
+        fusion(images, text, image_index=torch.tensor([0.0, 1.0, 2.0, 0.0]))

@@ -267,3 +267,31 @@ def test_float_mask_with_a_row_of_minus_inf_gives_zeros_forward_and_backward(fus
     two = Attention(16, heads=2, fused=not fused).eval()
     two.load_state_dict(attn.state_dict())
     torch.testing.assert_close(two(x, attn_mask=bias), out, atol=1e-5, rtol=1e-5)  # both paths agree
+
+
+def test_query_index_equals_gathered_queries_forward_and_backward() -> None:
+    attn = Attention(32, heads=4, dim_context=16)
+    x, ctx = torch.randn(3, 5, 32, requires_grad=True), torch.randn(7, 4, 16)  # 3 distinct query sets, 7 rows
+    index = torch.tensor([0, 0, 2, 1, 2, 2, 0])
+    mask = torch.ones(7, 4, dtype=torch.bool)
+    mask[3, 2:] = False
+    out = attn(x, ctx, mask=mask, query_index=index)
+    ref = attn(x[index], ctx, mask=mask)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(out)
+    (g_out,) = torch.autograd.grad(out, x, grad)
+    (g_ref,) = torch.autograd.grad(ref, x, grad)
+    torch.testing.assert_close(g_out, g_ref)
+
+
+def test_query_index_errors() -> None:
+    attn = Attention(32, heads=4)
+    x, ctx = torch.randn(3, 5, 32), torch.randn(4, 6, 32)
+    with pytest.raises(ValueError, match="query_index needs a cross-attention"):
+        attn(x, query_index=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"query_index must lie in \[0, 3\)"):
+        attn(x, ctx, query_index=torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match=r"context must have the batch size of the queries \(2\), got 4"):
+        attn(x, ctx, query_index=torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="query_index"):
+        attn(x, ctx, query_index=torch.tensor([0.0, 1.0, 2.0, 0.0]))

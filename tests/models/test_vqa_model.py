@@ -140,17 +140,21 @@ def test_errors() -> None:
         model(pixels, ids, mask[:, :5])
 
 
-def test_image_index_encodes_each_image_once_and_matches_repeated_images() -> None:
-    model = _model().eval()
+@pytest.mark.parametrize("fusion", ["coattention", "concat"])
+def test_image_index_encodes_each_image_once_and_matches_repeated_images(fusion: str) -> None:
+    model = _model(fusion).eval()
     pixels, ids, mask = _batch()
     distinct = pixels[:2]  # two images, four questions: 0, 1, 1, 0
     index = torch.tensor([0, 1, 1, 0])
-    calls = []
+    calls, fused_rows = [], []
     model.image_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    model.fusion.register_forward_hook(lambda m, i, o: fused_rows.append(i[0].shape[0]))
     grouped = model(distinct, ids, mask, image_index=index)
     repeated = model(distinct[index], ids, mask)
     torch.testing.assert_close(grouped, repeated)
     assert calls == [2, 4]
+    # co-attention takes image_index and gets the 2 distinct images' tokens; concat gets them per question
+    assert fused_rows == ([2, 4] if fusion == "coattention" else [4, 4])
     with pytest.raises(ValueError, match=r"image_index must have shape \(4,\)"):
         model(distinct, ids, mask, image_index=torch.tensor([0, 1]))
 

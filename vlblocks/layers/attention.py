@@ -141,6 +141,7 @@ class Attention(nn.Module):
         context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         kv_cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
+        query_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend from x to itself or to `context`.
 
@@ -153,11 +154,14 @@ class Attention(nn.Module):
             context_kv: precomputed `project_context(context)`, used instead of `context`.
             kv_cache: self-attention cache; requires `positions`, the absolute positions (Nq,) of x's tokens.
                 Keys are then the cache (L of them) and a key is visible when its position <= the query's.
+            query_index: (B,) integer, cross-attention only: x holds M distinct query sequences (M, Nq, D) and
+                row b of the output attends from x[query_index[b]]; the query projection runs once per distinct
+                sequence (VQA asks several questions about one image). Equal to passing x[query_index].
 
         Returns:
             (B, Nq, D).
         """
-        self._check_inputs(x, context, kv_cache, positions)
+        self._check_inputs(x, context, kv_cache, positions, query_index, context_kv)
         if context is None and context_kv is None and self.dim_context != self.dim:
             raise ValueError(
                 f"context (B, Nk, {self.dim_context}) is required: this is a cross-attention layer "
@@ -165,7 +169,10 @@ class Attention(nn.Module):
             )
         if attn_mask is not None:
             attn_mask = _check_attn_mask(attn_mask)
-        q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)  # (B, H, Nq, Dh)
+        q = self.q(x)  # (B, Nq, H*Dh), or (M, Nq, H*Dh) with query_index
+        if query_index is not None:
+            q = q.index_select(0, query_index)  # (M, Nq, H*Dh) -> (B, Nq, H*Dh); backward faster than q[index]
+        q = rearrange(q, "b n (h d) -> b h n d", h=self.heads)  # (B, H, Nq, Dh)
         if context_kv is not None:
             k, v = context_kv
         else:
@@ -264,23 +271,42 @@ class Attention(nn.Module):
         context: torch.Tensor | None,
         kv_cache: KVCache | None,
         positions: torch.Tensor | None,
+        query_index: torch.Tensor | None,
+        context_kv: object,
     ) -> None:
         check_tensor("x", x, dtype="float", nonempty=False)
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
+        batch = x.shape[0]
+        if query_index is not None:
+            _check_query_index(query_index, x, context, context_kv, kv_cache)
+            batch = query_index.shape[0]
         if context is not None:
             check_tensor("context", context, dtype="float", nonempty=False)
             if context.dim() != 3 or context.shape[-1] != self.dim_context:
                 raise ValueError(
                     f"context must have shape (B, N, {self.dim_context}), got {tuple(context.shape)}"
                 )
-            if context.shape[0] != x.shape[0]:
-                raise ValueError(f"context must have the batch size of x ({x.shape[0]}), got {context.shape[0]}")
+            if context.shape[0] != batch:
+                raise ValueError(f"context must have the batch size of the queries ({batch}), got {context.shape[0]}")
         if kv_cache is not None and positions is None:
             raise ValueError("positions (Nq,) is required when kv_cache is given")
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, dim_head={self.dim_head}, causal={self.causal}, fused={self.fused}"
+
+
+def _check_query_index(
+    query_index: object, x: torch.Tensor, context: object, context_kv: object, kv_cache: object
+) -> None:
+    """query_index: (B,) integers in [0, M) for x (M, Nq, D); cross-attention only (self-attention's keys are x)."""
+    check_tensor("query_index", query_index, dtype="int")
+    if query_index.dim() != 1:  # type: ignore[union-attr]
+        raise ValueError(f"query_index must have shape (B,), got {tuple(query_index.shape)}")  # type: ignore[union-attr]
+    if (context is None and context_kv is None) or kv_cache is not None:
+        raise ValueError("query_index needs a cross-attention (context or context_kv) and no kv_cache")
+    if query_index.numel() and (int(query_index.min()) < 0 or int(query_index.max()) >= x.shape[0]):  # type: ignore[union-attr]
+        raise ValueError(f"query_index must lie in [0, {x.shape[0]}) (rows of x), got {query_index.tolist()}")  # type: ignore[union-attr]
 
 
 def _check_attn_mask(attn_mask: object) -> torch.Tensor:

@@ -26,7 +26,9 @@ class VQAModel(nn.Module):
         image_encoder: module, `pixel_values (B, 3, H, W) -> EncoderOutput` with tokens (B, Ni, Di).
         text_encoder: module, `(input_ids (B, T), attention_mask=(B, T)) -> EncoderOutput` with tokens (B, Nt, Dt).
         fusion: module, `(image_tokens, text_tokens, image_mask=, text_mask=) -> FusionOutput` with pooled (B, P),
-            e.g. `CoAttentionFusion` or `ConcatFusion`.
+            e.g. `CoAttentionFusion` or `ConcatFusion`. A fusion whose class sets `accepts_image_index = True`
+            (`CoAttentionFusion`) gets the distinct images' tokens (M, Ni, Di) and `image_index=` instead of the
+            tokens gathered per question, so it can project each image once.
         head: module, pooled (B, P) -> logits (B, C), e.g. `MLPHead(fusion.out_dim, C)`.
     """
 
@@ -76,11 +78,13 @@ class VQAModel(nn.Module):
         """
         _check_inputs(pixel_values, input_ids, attention_mask, image_index)
         image_out = _as_encoder_output("image_encoder", self.image_encoder(pixel_values))
-        if image_index is not None:
+        # a fusion that takes image_index (CoAttentionFusion) also projects each distinct image once
+        per_image = image_index is not None and getattr(self.fusion, "accepts_image_index", False)
+        if image_index is not None and not per_image:
             image_out = EncoderOutput(  # (M, Ni, Di) -> (B, Ni, Di)
-                tokens=image_out.tokens[image_index],
+                tokens=image_out.tokens.index_select(0, image_index),  # (faster backward than tokens[index])
                 mask=None if image_out.mask is None else image_out.mask[image_index],
-                cls=image_out.cls[image_index],
+                cls=image_out.cls.index_select(0, image_index),
             )
         text_out = _as_encoder_output(
             "text_encoder", self.text_encoder(input_ids, attention_mask=attention_mask)
@@ -88,7 +92,13 @@ class VQAModel(nn.Module):
         text_mask = text_out.mask
         if text_mask is None and attention_mask is not None:
             text_mask = attention_mask.bool()  # (B, T)
-        fused = self.fusion(image_out.tokens, text_out.tokens, image_mask=image_out.mask, text_mask=text_mask)
+        fuse_kwargs = {"image_index": image_index} if per_image else {}
+        image_mask = image_out.mask  # (B, Ni) per question, or None
+        if per_image and image_mask is not None:
+            image_mask = image_mask[image_index]
+        fused = self.fusion(
+            image_out.tokens, text_out.tokens, image_mask=image_mask, text_mask=text_mask, **fuse_kwargs
+        )
         return self.head(fused.pooled)
 
     @torch.no_grad()
