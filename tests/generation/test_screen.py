@@ -15,10 +15,25 @@ from vlblocks.generation.screen import GreedyHead
 pytestmark = pytest.mark.skipif(screen.screen_kind() is None, reason="neither an int8 nor a bfloat16 CPU kernel")
 
 V, D = 5000, 64
+_NO_INT8 = pytest.mark.skipif(not screen._int8_available(), reason="no int8 VNNI kernel")
 KINDS = [
-    pytest.param("int8", marks=pytest.mark.skipif(not screen._int8_available(), reason="no int8 VNNI kernel")),
+    pytest.param("int8", marks=_NO_INT8),  # the prepacked oneDNN product (where it runs)
+    pytest.param("int8-mm", marks=_NO_INT8),  # torch._int_mm (many rows)
     pytest.param("bf16", marks=pytest.mark.skipif(not screen._bf16_available(), reason="no bfloat16 kernel")),
 ]
+
+
+@pytest.fixture
+def make(monkeypatch):
+    """make(weight, rows, kind) -> a GreedyHead on that kernel ("int8-mm": torch._int_mm at any number of rows)."""
+
+    def build(weight: torch.Tensor, rows: int, kind: str) -> GreedyHead:
+        monkeypatch.setattr(screen, "_PREPACK_ROWS", 0 if kind == "int8-mm" else 10**6)
+        head = GreedyHead(weight, rows, kind.removesuffix("-mm"))
+        assert isinstance(head.packed, tuple) == (kind == "int8" and screen._prepack_available())
+        return head
+
+    return build
 
 
 def _head(std: float = 0.02) -> nn.Linear:
@@ -30,9 +45,9 @@ def _head(std: float = 0.02) -> nn.Linear:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("scale", [1.0, 40.0, 1e-3])
-def test_equals_float32_argmax_and_decides_most_rows(kind, scale):
+def test_equals_float32_argmax_and_decides_most_rows(make, kind, scale):
     lin = _head()
-    head = GreedyHead(lin.weight, 64, kind)
+    head = make(lin.weight, 64, kind)
     h = F.layer_norm(torch.randn(64, D, generator=torch.Generator().manual_seed(1)), (D,)) * scale
     assert torch.equal(head(h), F.linear(h, lin.weight).argmax(dim=-1))
     _, certain = head.screen(h)
@@ -40,11 +55,11 @@ def test_equals_float32_argmax_and_decides_most_rows(kind, scale):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_bound_holds_for_every_token(kind):
+def test_bound_holds_for_every_token(make, kind):
     lin = _head(std=0.3)
     with torch.no_grad():
         lin.weight[7] *= 20  # an outlier row: the int8 scale is per tensor
-    head = GreedyHead(lin.weight, 8, kind)
+    head = make(lin.weight, 8, kind)
     h = torch.randn(8, D) * torch.logspace(-12, 12, 8)[:, None]
     h[1, :5] *= 1e4  # an outlier coordinate: the int8 scale is per row
     a, bound = head.values(h)  # (B, V) float64 each
@@ -55,11 +70,11 @@ def test_bound_holds_for_every_token(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_undecidable_rows_fall_back_and_ties_take_the_first(kind):
+def test_undecidable_rows_fall_back_and_ties_take_the_first(make, kind):
     lin = _head()
     with torch.no_grad():
         lin.weight[4000] = lin.weight[123]  # two equal rows: exact ties
-    head = GreedyHead(lin.weight, 6, kind)
+    head = make(lin.weight, 6, kind)
     h = torch.randn(6, D)
     h[1] = 0.0  # every logit 0: the first token
     h[2, 0] = float("nan")
@@ -73,13 +88,13 @@ def test_undecidable_rows_fall_back_and_ties_take_the_first(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_close_logits_are_resolved_in_float32(kind):
+def test_close_logits_are_resolved_in_float32(make, kind):
     lin = _head()
     g = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for i in range(20):  # 20 near copies of row 55: more close candidates than the screen keeps
             lin.weight[300 + 97 * i] = lin.weight[55] + 1e-5 * torch.randn(D, generator=g)
-    head = GreedyHead(lin.weight, 6, kind)
+    head = make(lin.weight, 6, kind)
     h = torch.randn(6, D, generator=g)
     h[::2] = lin.weight[55].detach() * 50
     _, certain = head.screen(h)
@@ -102,13 +117,13 @@ def test_where_it_applies():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_weight_update_rebuilds_the_copy(kind):
+def test_weight_update_rebuilds_the_copy(make, kind):
     lin = _head()
     h = torch.randn(4, D)
-    GreedyHead(lin.weight, 4, kind)(h)
+    make(lin.weight, 4, kind)(h)
     with torch.no_grad():
         lin.weight.mul_(-3.0)  # bumps the version counter (and changes the int8 scale)
-    assert torch.equal(GreedyHead(lin.weight, 4, kind)(h), F.linear(h, lin.weight).argmax(dim=-1))
+    assert torch.equal(make(lin.weight, 4, kind)(h), F.linear(h, lin.weight).argmax(dim=-1))
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +143,8 @@ def test_generate_greedy_equals_hf_through_the_screen(models, monkeypatch, kind)
     import transformers
 
     hf, ours = models
+    monkeypatch.setattr(screen, "_PREPACK_ROWS", 0 if kind == "int8-mm" else 10**6)
+    kind = kind.removesuffix("-mm")
     monkeypatch.setitem(screen._KIND, "kind", kind)
     calls = []
     original = GreedyHead.__call__

@@ -2,9 +2,10 @@
 
 Greedy decoding needs one number per row from the LM head, the index of the largest float32 logit, yet the head's
 product (B x D times D x V) is most of a small decoder's step. `GreedyHead` runs that product in int8 (exact int32
-sums, `torch._int_mm` on oneDNN's VNNI kernels: ~2x faster than bfloat16 on one core) or, where that is not
-available, in bfloat16; keeps a few candidates, recomputes their logits in float32 and returns the best of them, but
-only where a bound proves that no other token can beat it. For every token v, with z_v = h . w_v the exact logit,
+sums on VNNI dot products: `torch._int_mm` from 24 rows, oneDNN's prepacked u8 x s8 linear below, 5-10% faster
+there; half the bytes of bfloat16 and 1.5-2x its speed on one core) or, where that is not available, in bfloat16;
+keeps a few candidates, recomputes their logits in float32 and returns the best of them, but only where a bound
+proves that no other token can beat it. For every token v, with z_v = h . w_v the exact logit,
 a_v the screen's value, h' and w'_v the operands as the screen sees them:
 
     |z_v - a_v| <= ||h - h'|| ||w_v|| + ||h'|| ||w_v - w'_v|| + (the screen's own rounding)
@@ -13,7 +14,8 @@ a_v the screen's value, h' and w'_v the operands as the screen sees them:
   h' = s_h q_h with one scale per row (s_h = max |h_row| / 127, round to nearest, each step). The int32 product
   P_v = q_h . q_w_v is exact, so a_v = s_h s_w P_v = h' . w'_v with no rounding of its own; ||h - h'|| is computed
   per row each step (in the scaled domain h / s_h - q_h, so nothing underflows). Candidates, chunk maxima and the
-  threshold T all stay int32 (no float copy of the (B, V) screen); only T is scaled, per row.
+  threshold T stay in the integer domain (int32 from `_int_mm`; the prepacked linear returns the same integers as
+  float32 with scales 1, exact below 2^24); only T is scaled to logits, per row.
 - bfloat16 (`kind="bf16"`): h' and w'_v rounded to bfloat16 (||h - h'|| <= 2^-8 ||h||), the float32 accumulation of
   D exact products (g_D = D 2^-24 / (1 - D 2^-24)) and the output's rounding to bfloat16 (2^-7 |a_v|) add
   g_D ||h'|| ||w'_v|| + 2^-7 |a_v|: E = c ||h|| + 2^-6 |T| per row (c computed once per weight).
@@ -58,6 +60,7 @@ _CHUNKS_KEPT = 16
 _CANDIDATES = 16
 _MIN_VOCAB = 4096  # smaller heads: the float32 head is cheap enough
 _MIN_ROWS = 2  # one row: the float32 matrix-vector product on the transposed copy streams faster
+_PREPACK_ROWS = 24  # int8 below this many rows: oneDNN's prepacked weight (5-10% faster at 8-16 rows, measured)
 _ROOM = 1 + 2.0**-8  # relative room for the rounding of norms and sums (D <= 2^14: each is within D 2^-24)
 _TINY = 2.0**-100  # absolute room: underflow of products (flushed denormals: at most D 2^-126 each)
 _CACHE: dict[tuple[int, str], tuple[Any, dict[str, Any]]] = {}  # (id(weight), kind) -> (key, copy and norms)
@@ -173,8 +176,16 @@ class GreedyHead:
         scale = h.abs().amax(dim=-1, keepdim=True).div_(127.0)  # (B, 1) s_h
         x = h / scale  # (B, D) in [-127, 127]; NaN for NaN, inf and zero rows
         q = x.round()
-        screen = torch._int_mm(q.to(torch.int8), self.packed)  # (B, Vp) exact int32 sums
-        screen[:, self.vocab :] = _INT32_MIN  # padding columns
+        if isinstance(self.packed, tuple):  # oneDNN's prepacked u8 x s8 product: q_h + 128, zero point 128
+            packed, ones, zeros = self.packed
+            qx = q.add(128.0).to(torch.uint8)
+            screen = torch.ops.onednn.qlinear_pointwise(
+                qx, 1.0, 128, packed, ones, zeros, None, 1.0, 0, torch.float32, "none", [], ""
+            )  # (B, Vp) the exact int32 sums as float32 (scales 1; exact below 2^24, relative 2^-24 above)
+            screen[:, self.vocab :] = float("-inf")  # padding columns
+        else:
+            screen = torch._int_mm(q.to(torch.int8), self.packed)  # (B, Vp) exact int32 sums
+            screen[:, self.vocab :] = _INT32_MIN  # padding columns
         r = x.sub_(q).norm(dim=-1)  # (B,) ||h / s_h - q_h||, NaN on the rows above
         bound = q.norm(dim=-1).mul_(self.per_q).add_(r, alpha=self.per_r).mul_(scale[:, 0]).add_(_TINY)  # (B,)
         return screen, scale[:, 0] * self.scale_w, bound
@@ -213,7 +224,8 @@ def _screen_copy(
     """The screen's copy of weight (V, D), padded with zero rows to `padded`: int8 (D, Vp) as `torch._int_mm`
     reads it, or bfloat16 packed for oneDNN at `rows` rows; and the maxima over the vocabulary of ||w_v||,
     ||w_v - w'_v||, ||w'_v|| with the int8 scale s_w (1 for bfloat16); cached per weight, kind and version."""
-    key = (rows if kind == "bf16" else 0, padded, weight.data_ptr(), weight._version)
+    prepack = kind == "int8" and rows < _PREPACK_ROWS and _prepack_available()
+    key = (rows if kind == "bf16" or prepack else 0, padded, weight.data_ptr(), weight._version)
     hit = _CACHE.get((id(weight), kind))
     if hit is None or hit[0] != key:
         with torch.no_grad():
@@ -223,7 +235,7 @@ def _screen_copy(
                 wq = weight.to(torch.bfloat16)  # (V, D)
                 wqd = wq.double()
             else:
-                scale = float(weight.abs().max()) / 127 or 1.0  # s_w, a float32 number; zero weights: any scale
+                scale = float(weight.abs().max().div(127.0)) or 1.0  # s_w, a float32 number; zero weights: any scale
                 wq = (weight / scale).round_().clamp_(-127, 127).to(torch.int8)  # (V, D)
                 wqd = wq.double() * scale  # exactly w' (a float32 number times a small integer)
             stats = (
@@ -237,6 +249,9 @@ def _screen_copy(
                 copy = torch.ops.mkldnn._reorder_linear_weight(wq, rows)
             else:
                 copy = wq.t()  # (D, Vp), a view of the (Vp, D) rows (the faster layout for `_int_mm`)
+            if prepack:
+                packed = torch.ops.onednn.qlinear_prepack(wq, [rows, wq.shape[1]])
+                copy = (packed, torch.ones(padded), torch.zeros(padded, dtype=torch.long))
         if hit is None:
             weakref.finalize(weight, _CACHE.pop, (id(weight), kind), None)
         hit = _CACHE[(id(weight), kind)] = (key, {"copy": copy, "stats": stats})
@@ -266,6 +281,24 @@ def _int8_available() -> bool:
         return bool(torch.equal(torch._int_mm(a, b.t()).long(), a.long() @ b.long().t()))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
+
+
+def _prepack_available() -> bool:
+    """Whether oneDNN's prepacked int8 linear (`torch.ops.onednn.qlinear_*`) runs here and gives the exact sums."""
+    if "prepack" not in _KIND:
+        try:
+            g = torch.Generator().manual_seed(0)
+            a = torch.randint(-127, 128, (3, 40), dtype=torch.int8, generator=g)
+            b = torch.randint(-127, 128, (72, 40), dtype=torch.int8, generator=g)
+            packed = torch.ops.onednn.qlinear_prepack(b, [3, 40])
+            got = torch.ops.onednn.qlinear_pointwise(
+                (a.int() + 128).to(torch.uint8), 1.0, 128, packed, torch.ones(72), torch.zeros(72, dtype=torch.long),
+                None, 1.0, 0, torch.float32, "none", [], "",
+            )
+            _KIND["prepack"] = bool(torch.equal(got, (a.long() @ b.long().t()).float()))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _KIND["prepack"] = False
+    return bool(_KIND["prepack"])
 
 
 def _bf16_available() -> bool:
