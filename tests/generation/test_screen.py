@@ -102,6 +102,22 @@ def test_close_logits_are_resolved_in_float32(make, kind):
     assert torch.equal(head(h), F.linear(h, lin.weight).argmax(dim=-1))
 
 
+@pytest.mark.skipif(not (screen._int8_available() and screen._bf16_available()), reason="int8 and bfloat16")
+def test_a_loose_int8_bound_switches_to_bf16():
+    lin = _head()
+    with torch.no_grad():
+        lin.weight[9, 0] = 30.0  # one huge weight: the per-tensor int8 scale leaves the other rows ~2 levels
+    head = GreedyHead(lin.weight, 16, "int8")
+    h = F.layer_norm(torch.randn(48, D, generator=torch.Generator().manual_seed(4)), (D,))
+    for rows in h.split(16):
+        assert torch.equal(head(rows), F.linear(rows, lin.weight).argmax(dim=-1))
+    assert head.kind == "bf16" and head.unsure > 0.05 * 32
+    assert GreedyHead.build(lin, 16).kind == "bf16"  # remembered for this weight (until it changes)
+    tight = GreedyHead(_head().weight, 32, "int8")  # control: a tight bound stays on int8
+    tight(h[:32])
+    assert tight.kind == "int8"
+
+
 def test_where_it_applies():
     assert GreedyHead.build(_head(), 1) is None  # one row: the float32 product on the transposed copy
     assert GreedyHead.build(nn.Linear(D, 100, bias=False), 4) is None  # small vocabulary

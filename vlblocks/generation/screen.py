@@ -36,6 +36,12 @@ and 8 candidates T was often too close to the best logit for the int8 bound (17%
 now); the candidates' float32 logits are a multiply and a sum (a batched product of (B, K, D) by (B, D, 1) is 6x
 slower on CPU).
 
+The int8 bound is looser than bfloat16's (one scale per weight and per row, Cauchy-Schwarz on the rounding errors:
+~3x at width 128) and grows with the width and with outliers in h or in the weight: on random GPT-2 rows 0.2% are
+undecided at width 128, 21% at width 768 (0.0% / 0.2% with bfloat16). Each `GreedyHead` counts: once it has seen
+32 rows, int8 leaving more than 5% of them undecided switches it to bfloat16, and later heads of the same weight
+start on bfloat16 (until the weight changes); the tokens are the same either way, only the time changes.
+
 This is a CPU path, used from 2 rows on (at one row the float32 matrix-vector product on a transposed copy streams
 from memory fastest; measured): the uncertain rows are gathered with `nonzero`, whose shape depends on the data, and
 the rare resolution runs only when there is one (a branch on a CPU tensor's shape). There is no device to wait for
@@ -60,6 +66,7 @@ _CHUNKS_KEPT = 16
 _CANDIDATES = 16
 _MIN_VOCAB = 4096  # smaller heads: the float32 head is cheap enough
 _MIN_ROWS = 2  # one row: the float32 matrix-vector product on the transposed copy streams faster
+_PROBATION, _MAX_UNSURE = 32, 0.05  # int8 leaving > 5% of the first >= 32 rows undecided: switch to bfloat16
 _PREPACK_ROWS = 24  # int8 below this many rows: oneDNN's prepacked weight (5-10% faster at 8-16 rows, measured)
 _ROOM = 1 + 2.0**-8  # relative room for the rounding of norms and sums (D <= 2^14: each is within D 2^-24)
 _TINY = 2.0**-100  # absolute room: underflow of products (flushed denormals: at most D 2^-126 each)
@@ -78,12 +85,19 @@ class GreedyHead:
         if kind not in ("int8", "bf16"):
             raise ValueError(f"kind must be 'int8' or 'bf16', got {kind!r}")
         self.weight = weight.detach()  # (V, D) float32, the reference
+        self.param = weight  # the caches are keyed by the parameter itself
         self.rows, self.kind = rows, kind
         self.vocab, self.dim = weight.shape
         self.chunks = -(-self.vocab // _CHUNK)  # C
         self.kept = min(_CHUNKS_KEPT, self.chunks)
         self._offsets: torch.Tensor | None = None
-        self.packed, stats = _screen_copy(weight, rows, self.chunks * _CHUNK, kind)  # cached per parameter
+        self.seen = self.unsure = 0  # rows screened, rows the screen could not decide
+        self._use(kind)
+
+    def _use(self, kind: str) -> None:
+        """Screen with `kind` from now on: its weight copy (cached per parameter) and the bound's constants."""
+        self.kind = kind
+        self.packed, stats = _screen_copy(self.param, self.rows, self.chunks * _CHUNK, kind)
         n = self.dim * 2.0**-24
         gamma = n / (1 - n)
         w_max, dw_max, wq_max, self.scale_w = stats
@@ -111,6 +125,8 @@ class GreedyHead:
         if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.shape[0] < _MIN_VOCAB:
             return None
         kind = screen_kind()
+        if kind == "int8" and _loose(weight):
+            kind = "bf16"
         if rows < _MIN_ROWS or weight.shape[0] < 2 * _CANDIDATES or kind is None:
             return None  # one row: the float32 matrix-vector product on the transposed copy streams faster
         return cls(weight, rows, kind)
@@ -122,6 +138,11 @@ class GreedyHead:
         if unsure.shape[0]:  # a CPU tensor's shape: nothing to wait for (this head only runs on a CPU)
             rows = self._resolve(h[unsure], screen[unsure], z_best[unsure], unit[unsure], bound[unsure])
             token = token.index_copy_(0, unsure, rows)
+        self.seen, self.unsure = self.seen + h.shape[0], self.unsure + unsure.shape[0]
+        if self.kind == "int8" and self.seen >= _PROBATION and self.unsure > _MAX_UNSURE * self.seen:
+            if _bf16_available():  # the int8 bound is too loose for these weights / hidden states: bfloat16
+                _CACHE[(id(self.param), "int8")][1]["loose"] = True  # and for the next heads of this weight
+                self._use("bf16")
         return token
 
     def screen(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,6 +277,12 @@ def _screen_copy(
             weakref.finalize(weight, _CACHE.pop, (id(weight), kind), None)
         hit = _CACHE[(id(weight), kind)] = (key, {"copy": copy, "stats": stats})
     return hit[1]["copy"], hit[1]["stats"]
+
+
+def _loose(weight: torch.Tensor) -> bool:
+    """Whether an int8 screen of this weight (as it is now) switched to bfloat16 (see `GreedyHead.__call__`)."""
+    hit = _CACHE.get((id(weight), "int8"))
+    return hit is not None and hit[0][2:] == (weight.data_ptr(), weight._version) and hit[1].get("loose", False)
 
 
 def clear_cache() -> None:
