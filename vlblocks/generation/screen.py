@@ -71,7 +71,7 @@ _PREPACK_ROWS = 24  # int8 below this many rows: oneDNN's prepacked weight (5-10
 _ROOM = 1 + 2.0**-8  # relative room for the rounding of norms and sums (D <= 2^14: each is within D 2^-24)
 _TINY = 2.0**-100  # absolute room: underflow of products (flushed denormals: at most D 2^-126 each)
 _CACHE: dict[tuple[int, str], tuple[Any, dict[str, Any]]] = {}  # (id(weight), kind) -> (key, copy and norms)
-_KIND: dict[str, Any] = {}  # "kind": the screen this CPU runs; "bf16": whether bfloat16 runs
+_KIND: dict[str, Any] = {}  # "kind": the screen this CPU runs; "bf16", "prepack": whether those kernels run
 _INT32_MIN = torch.iinfo(torch.int32).min
 
 
