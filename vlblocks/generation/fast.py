@@ -44,7 +44,8 @@ _ONEDNN: dict[str, bool] = {}
 
 
 def clear_weight_cache() -> None:
-    """Forget every re-laid-out weight copy, the bfloat16 screens' included (rebuilt on the next `generate`)."""
+    """Forget every re-laid-out weight copy, the greedy screens' int8 / bfloat16 copies included (rebuilt on the next
+    `generate`)."""
     _CACHE.clear()
     clear_screen_cache()
 
@@ -131,7 +132,7 @@ class FastStep:
     """`decode_step` for one `generate` call: call it as `step(decoder, cache, tokens, slot, position)`.
 
     With `greedy=True` the step returns the greedy tokens (B,) instead of the logits (`picks_tokens`), and so does
-    `head`: through `GreedyHead` where it applies (CPU, float32, 2 rows or more, a bfloat16 oneDNN kernel), else the
+    `head`: through `GreedyHead` where it applies (CPU, float32, 2 rows or more, an int8 or bfloat16 kernel), else the
     first maximum of the float32 logits.
     """
 
