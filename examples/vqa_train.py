@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--loss", choices=["ce", "soft-bce"], default="ce")
     g.add_argument("--class-weights", action="store_true", help="inverse-frequency answer weights (ce)")
     g.add_argument("--eval-batches", type=T.nonneg_int, default=0, help="limit validation batches (0: all)")
-    T.add_run_args(p, task="vqa", epochs=7, batch_size=96, lr=1.5e-3)
+    T.add_run_args(p, task="vqa", epochs=8, batch_size=96, lr=1.5e-3)
     p.add_argument("--ask", nargs=2, metavar=("IMAGE", "QUESTION"), help="top-5 answers of the trained run")
     args = p.parse_args(argv)
     if args.data == "vqav2" and args.data_root is None:

@@ -195,7 +195,8 @@ def test_layer_matches_hand_written_definition(self_attn: bool) -> None:
     torch.testing.assert_close(got_t, txt, atol=1e-5, rtol=1e-5)
 
 
-def test_fused_and_manual_attention_paths_agree() -> None:
+def test_fused_and_manual_attention_paths_agree(monkeypatch) -> None:
+    monkeypatch.setattr(Attention, "_math_is_faster", lambda self, q, k: False)  # fused = the SDPA kernel here
     fusion = CoAttentionFusion(48, 32, dim=40, heads=2, depth=2, self_attn=True, shared_cross=True).eval()
     _perturb(fusion)
     image, text, text_mask = _inputs()

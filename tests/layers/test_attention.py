@@ -8,6 +8,13 @@ import torch
 from vlblocks.layers import Attention, KVCache
 
 
+@pytest.fixture(autouse=True)
+def _sdpa_kernel(monkeypatch) -> None:
+    """These tests compare SDPA's kernel with the manual path: keep the fused modules on the kernel (the CPU choice
+    of two matrix products for few keys is tested in test_attention_math.py)."""
+    monkeypatch.setattr(Attention, "_math_is_faster", lambda self, q, k: False)
+
+
 def _pair(**kwargs) -> tuple[Attention, Attention]:
     fused = Attention(32, heads=4, **kwargs).eval()
     manual = Attention(32, heads=4, fused=False, **kwargs).eval()
