@@ -374,24 +374,18 @@ def report(args, data, val_x, grid, heads, out: Path, model, dist) -> None:
 
 @torch.no_grad()
 def overlay_grid(val, val_x, grid, heads, class_names: list[str], n: int = 6):
-    """Per validation image: the image, the true mask and each head's predicted mask, overlaid; under each mask
-    the names of the classes it shows, in their colours."""
-    images, masks = val
-    cells, texts = [], []
-    for i in range(min(n, len(images))):
-        cells += [images[i], T.overlay_mask(masks[i], images[i])]
-        texts += [[f"image {i}"], ["true", *T.mask_legend(masks[i], class_names)]]
-        for kind, head in heads.items():
-            pred = head.eval()(val_x[i : i + 1], grid=grid, size=tuple(masks.shape[-2:])).argmax(1)[0]
-            pred = torch.where(masks[i] == IGNORE, masks[i], pred)
-            cells.append(T.overlay_mask(pred, images[i]))
-            texts.append(
-                [kind.replace("transformer-shared-qk", "shared-QK"), *T.mask_legend(pred, class_names)]
-            )
+    """The first n validation images, their true masks and each head's predicted mask, overlaid and labelled."""
+    images, masks = val[0][:n], val[1][:n]
+    preds = {
+        k.replace("transformer-shared-qk", "shared-QK"): h.eval()(
+            val_x[:n], grid=grid, size=tuple(masks.shape[-2:])
+        ).argmax(1)
+        for k, h in heads.items()
+    }
     title = (
         "validation: true mask and each head's prediction; colour = class (named below), dark = background"
     )
-    return T.image_grid(cells, texts, cols=2 + len(heads), cell=128, title=title)
+    return T.mask_grid(images, masks, preds, class_names, ignore_index=IGNORE, title=title)
 
 
 if __name__ == "__main__":
