@@ -2,8 +2,8 @@
 
 The course report's comparison (four heads on frozen DINOv2 patch features), offline: by default ShapesWorld with
 colour-shape masks (19 classes) and a tiny ViT (conv stem, 4-pixel patches) pretrained here for about 2.5 minutes of
-CPU on the *shape* masks of a separate world (--pretrain objects / labels: object / multi-label classification;
-cached in the run folder), then frozen; a head learns the 19 classes from its patch tokens. `--head all` trains the
+CPU on the *shape* masks of a separate world (--pretrain objects / counts: classification of each object's box /
+of how many objects of each class the image holds; cached in the run folder), then frozen; a head learns the 19 classes from its patch tokens. `--head all` trains the
 four on the same frozen features and prints the table.
 
 Commands:
@@ -45,7 +45,7 @@ from vlblocks.models import SegmentationModel
 
 HEADS = ("linear", "conv", "transformer", "transformer-shared-qk")
 IGNORE = 255
-PRETRAIN = ("masks", "objects", "labels")
+PRETRAIN = ("masks", "objects", "counts")
 CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "stop_after", "threads", "device", "save_every")
 
 
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--pretrain", choices=PRETRAIN, default="masks", help="tiny-vit pretraining task")
     g.add_argument("--pretrain-epochs", type=nonneg, default=20, help="tiny-vit pretraining epochs")
     g.add_argument("--pretrain-lr", type=posf, default=3e-3)
-    g.add_argument("--pool-sharpness", type=posf, default=5.0, help="--pretrain labels: log-mean-exp r")
+    g.add_argument("--min-object-tokens", type=posf, default=6.0, help="--pretrain counts: density cap 1/m")
     g.add_argument("--num-layers", type=pos, default=1, help="last layers' tokens the head reads")
     g = p.add_argument_group("heads")
     g.add_argument("--head", choices=[*HEADS, "all"], default="transformer")
@@ -139,8 +139,9 @@ def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
     """Pretrain on a separate world (seed + 1) with one linear classifier on the patch tokens. masks: each token's
     pixels' shape (background / circle / square / triangle; dense labels). objects: classification of each
     object's colour-shape pair from the mean of the tokens in its box, and of the other tokens as background.
-    labels: which colour-shape pairs the scene holds (multi-label, image-level), from per-token scores pooled over
-    the tokens by log-mean-exp (a soft max), as in weakly supervised segmentation."""
+    counts: how many objects of each colour-shape pair the scene holds (image-level labels), as the sum over the
+    tokens of per-token class probabilities (18 pairs + background) divided by m = --min-object-tokens, so that an
+    object must be claimed by at least m tokens (density counting, Lempitsky & Zisserman 2010)."""
     world = ShapesWorld("train", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed + 1)
     images = pixels(world.images, encoder.image_config)  # (N, 3, S, S)
     targets, pool, classes = pretraining_targets(world, args)
@@ -162,10 +163,10 @@ def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
             elif args.pretrain == "objects":  # (B, 9, 19): 8 objects' boxes and the rest, tokens averaged
                 logits = decoder.classifier(torch.einsum("bon,bnd->bod", pool[idx], tokens))
                 loss = F.cross_entropy(logits.flatten(0, 1), targets[idx].flatten())  # -100 ignored
-            else:  # (B, 18): per-token scores, pooled over the N tokens
-                scores = decoder.classifier(tokens) * args.pool_sharpness  # (B, N, 18)
-                pooled = (scores.logsumexp(1) - math.log(scores.shape[1])) / args.pool_sharpness
-                loss = F.binary_cross_entropy_with_logits(pooled, targets[idx])
+            else:  # (B, 18) counts: per-token class probabilities (18 pairs + background) summed over the tokens
+                probs = decoder.classifier(tokens).softmax(-1)  # (B, N, 19)
+                counts = probs[..., :18].sum(1) / args.min_object_tokens
+                loss = F.poisson_nll_loss(counts, targets[idx], log_input=False)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -182,7 +183,7 @@ def pretraining_targets(world: ShapesWorld, args) -> tuple[torch.Tensor, torch.T
     """(targets, pooling weights or None, classes) of --pretrain: masks (N, S, S); objects (N, 9) colour-shape
     classes (0-17; 18 background, -100 no object) and (N, 9, n) weights, equal on the tokens whose centre lies in
     the object's box (the token under its centre for a box holding none), row 8 on the tokens outside every box;
-    labels (N, 18) multi-hot."""
+    counts (N, 18) objects per colour-shape pair."""
     if args.pretrain == "masks":
         return world.masks.long(), None, 4
     side = world.image_size // args.patch_size
@@ -202,8 +203,8 @@ def pretraining_targets(world: ShapesWorld, args) -> tuple[torch.Tensor, torch.T
         labels[i, 8], pool[i, 8] = 18, outside / outside.sum().clamp(min=1)
     if args.pretrain == "objects":
         return labels, pool.flatten(2), 19
-    hot = torch.zeros(len(world), 20).scatter_(1, torch.where(labels < 0, 19, labels), 1.0)  # 18, 19: dropped
-    return hot[:, :18], None, 18
+    ids = torch.where(labels < 0, 19, labels)  # 18 (background), 19 (no object): dropped below
+    return torch.zeros(len(world), 20).scatter_add_(1, ids, torch.ones(ids.shape))[:, :18], None, 19
 
 
 def build_head(kind: str, dim: int, num_classes: int, args) -> torch.nn.Module:
