@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--pretrain", choices=PRETRAIN, default="masks", help="tiny-vit pretraining task")
     g.add_argument("--pretrain-epochs", type=nonneg, default=20, help="tiny-vit pretraining epochs")
     g.add_argument("--pretrain-lr", type=posf, default=3e-3)
+    g.add_argument("--pretrain-batch-size", type=pos, default=32)
     g.add_argument("--min-object-tokens", type=posf, default=6.0, help="--pretrain counts: density cap 1/m")
     g.add_argument("--num-layers", type=pos, default=1, help="last layers' tokens the head reads")
     g = p.add_argument_group("heads")
@@ -147,12 +148,13 @@ def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
     targets, pool, classes = pretraining_targets(world, args)
     decoder, grid = LinearSegHead(encoder.dim, classes), encoder.model.patch_embed.grid_size
     model = nn.ModuleDict({"encoder": encoder, "decoder": decoder})
-    steps = args.pretrain_epochs * (len(images) // 32)
+    per_batch = args.pretrain_batch_size
+    steps = args.pretrain_epochs * (len(images) // per_batch)
     optimizer = T.build_optimizer(model, lr=args.pretrain_lr, weight_decay=0.05)
     scheduler = T.build_scheduler(optimizer, total_steps=max(steps, 1), warmup_steps=steps // 20)
     t0, c0, losses = time.perf_counter(), time.process_time(), []
     for epoch in range(args.pretrain_epochs):
-        batches = T.shard_batches(len(images), per_batch=32, seed=args.seed + 7, epoch=epoch)
+        batches = T.shard_batches(len(images), per_batch=per_batch, seed=args.seed + 7, epoch=epoch)
         desc = f"pretrain {epoch + 1}/{args.pretrain_epochs}"
         for idx in T.progress(batches, desc=desc, enabled=dist.is_main):
             tokens = encoder(images[idx]).tokens[:, encoder.num_prefix_tokens :]  # (B, N, D)
