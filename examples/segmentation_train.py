@@ -2,9 +2,9 @@
 
 The course report's comparison (four heads on frozen DINOv2 patch features), offline: by default ShapesWorld with
 colour-shape masks (19 classes) and a tiny ViT (conv stem, 4-pixel patches) pretrained here for about 2.5 minutes of
-CPU on the *shape* masks of a separate world (--pretrain objects / counts: classification of each object's box /
-of how many objects of each class the image holds; cached in the run folder), then frozen; a head learns the 19 classes from its patch tokens. `--head all` trains the
-four on the same frozen features and prints the table.
+CPU on the *shape* masks of a separate world (--pretrain objects / counts: classification of each object's box / of
+how many objects of each colour-shape class the image holds; cached in the run folder), then frozen; a head learns
+the 19 classes from its patch tokens. `--head all` trains the four on the same frozen features and prints the table.
 
 Commands:
     python examples/segmentation_train.py                          # ShapesWorld, tiny ViT, mask transformer head
@@ -25,7 +25,6 @@ every tenth file (sorted) is validation. ShapesWorld.export() writes such masks.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -265,7 +264,7 @@ def train_head(run: T.TrainingRun, kind: str, data: dict, feats, grid) -> nn.Mod
     if run.step == 0:  # the untrained head: the baseline the curves start from (epoch 0)
         result = evaluate(head, val_x, val_y, grid, num_classes, run.dist)
         scores = {"miou": result.miou, "pixel_accuracy": result.pixel_accuracy}
-        run.log.log(head=kind, epoch=0, step=0, **scores, iou=ious(result))
+        run.log.log(head=kind, epoch=0, step=0, **scores, iou=result.iou_list())
     ddp = T.wrap_ddp(head, run.dist)
     for _, batches in run.epochs(len(train_x), per_batch=args.batch_size):
         for idx in run.progress(batches):
@@ -276,18 +275,13 @@ def train_head(run: T.TrainingRun, kind: str, data: dict, feats, grid) -> nn.Mod
         if run.epoch_complete:
             result = evaluate(head, val_x, val_y, grid, num_classes, run.dist)
             metrics = {"head": kind, "miou": result.miou, "pixel_accuracy": result.pixel_accuracy}
-            run.end_epoch(metrics, iou=ious(result))
+            run.end_epoch(metrics, iou=result.iou_list())
         run.save()
     return head
 
 
 def checkpoint_name(args, kind: str) -> str:
     return "checkpoint" if args.head != "all" else f"checkpoint-{kind}"
-
-
-def ious(result) -> list[float | None]:
-    """Per-class IoU as JSON (None for a class absent from prediction and target)."""
-    return [None if math.isnan(v) else v for v in result.iou.tolist()]
 
 
 # ----------------------------------------------------------------------------- main and the report
@@ -358,7 +352,7 @@ def report(args, data, val_x, grid, heads, out: Path, model, dist) -> None:
         for k, r in finals.items()
     ]
     print("\n" + T.format_table(rows))
-    summary = {"heads": rows, "class_names": names, "iou": {k: ious(r) for k, r in finals.items()}}
+    summary = {"heads": rows, "class_names": names, "iou": {k: r.iou_list() for k, r in finals.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     curves = {k: [r for r in log if r.get("head") == k and "epoch" in r] for k in heads}
     miou = {k: ([r["epoch"] for r in rs], [r["miou"] for r in rs]) for k, rs in curves.items()}
