@@ -108,11 +108,7 @@ def test_a_short_run_beats_the_majority_baseline(tmp_path: Path) -> None:
         "--pretrain-epochs",
         "16",
     ]
-    ok(
-        run(
-            [*tiny, "--head", "linear", "--epochs", "5", "--lr", "2e-2", "--output-dir", str(out)], tiny=False
-        )
-    )
+    ok(run([*tiny, "--head", "linear", "--epochs", "5", "--output-dir", str(out)], tiny=False))
     history = [r["miou"] for r in rows(out) if r["head"] == "linear"]
     assert len(history) == 6  # epoch 0 (the untrained head) and 5 epochs
     baseline = majority_miou(200)
