@@ -1,10 +1,11 @@
 """Semantic segmentation heads on a frozen backbone: linear, conv, mask transformer, mask transformer with shared Q-K.
 
 The course report's comparison (four heads on frozen DINOv2 patch features), offline: by default ShapesWorld with
-colour-shape masks (19 classes) and a tiny ViT (conv stem, 4-pixel patches) pretrained here for about 2.5 minutes of
-CPU on the *shape* masks of a separate world (--pretrain objects / counts: classification of each object's box / of
-how many objects of each colour-shape class the image holds; cached in the run folder), then frozen; a head learns
-the 19 classes from its patch tokens. `--head all` trains the four on the same frozen features and prints the table.
+colour-shape masks (19 classes) and a tiny ViT (conv stem, 4-pixel patches) pretrained here for about 2.4 minutes of
+CPU on image-level classification of a separate world: how many objects of each colour-shape class a scene holds,
+counted by per-token class probabilities (--pretrain masks / objects: shape masks / object boxes; cached in the run
+folder), then frozen; a head learns the 19 classes from its patch tokens. `--head all` trains the four on the same
+frozen features and prints the table.
 
 Commands:
     python examples/segmentation_train.py                          # ShapesWorld, tiny ViT, mask transformer head
