@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--head-heads", type=pos, default=4, help="mask transformer attention heads")
     g.add_argument("--conv-hidden", type=nonneg, default=0, help="conv head hidden channels (0: one conv)")
     g.add_argument("--mask-norm-gain", type=posf, default=3.0, help="mask transformers' LayerNorm gain")
-    g.add_argument("--linear-lr", type=posf, default=0.5, help="the linear head's peak lr (--lr: the others)")
+    g.add_argument("--linear-lr", type=posf, default=1.0, help="the linear head's peak lr (--lr: the others)")
     T.add_run_args(p, task="segmentation", epochs=10, batch_size=32, lr=5e-3)
     args = p.parse_args(argv)
     if args.data_root is not None and args.num_classes is None:
