@@ -1,11 +1,11 @@
 """Semantic segmentation heads on a frozen backbone: linear, conv, mask transformer, mask transformer with shared Q-K.
 
 The course report's comparison (four heads on frozen DINOv2 patch features), offline: by default ShapesWorld with
-colour-shape masks (19 classes) and a tiny ViT (conv stem, 4-pixel patches) pretrained here for about 2.4 minutes of
-CPU on image-level classification of a separate world: how many objects of each colour-shape class a scene holds,
-counted by per-token class probabilities (--pretrain masks / objects: shape masks / object boxes; cached in the run
-folder), then frozen; a head learns the 19 classes from its patch tokens. `--head all` trains the four on the same
-frozen features and prints the table.
+colour-shape masks (19 classes) and a tiny ViT (conv stem, 4-pixel patches) pretrained here for about 2.5 minutes of
+CPU on the *shape* masks of a separate world (--pretrain counts / objects: image-level classification, how many
+objects of each colour-shape class a scene holds / each object's box; cached in the run folder), then frozen; a head
+learns the 19 classes from its patch tokens. `--head all` trains the four on the same frozen features and prints the
+table.
 
 Commands:
     python examples/segmentation_train.py                          # ShapesWorld, tiny ViT, mask transformer head
@@ -62,10 +62,10 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--patch-size", type=pos, default=4, help="tiny-vit pixels per token (power of 2)")
     g.add_argument("--dim", type=pos, default=64, help="tiny-vit width")
     g.add_argument("--depth", type=pos, default=2, help="tiny-vit layers")
-    g.add_argument("--pretrain", choices=PRETRAIN, default="counts", help="tiny-vit pretraining task")
+    g.add_argument("--pretrain", choices=PRETRAIN, default="masks", help="tiny-vit pretraining task")
     g.add_argument("--pretrain-epochs", type=nonneg, default=20, help="tiny-vit pretraining epochs")
     g.add_argument("--pretrain-lr", type=posf, default=3e-3)
-    g.add_argument("--pretrain-batch-size", type=pos, default=16)
+    g.add_argument("--pretrain-batch-size", type=pos, default=32)
     g.add_argument("--min-object-tokens", type=posf, default=6.0, help="--pretrain counts: density cap 1/m")
     g.add_argument("--num-layers", type=pos, default=1, help="last layers' tokens the head reads")
     g = p.add_argument_group("heads")
@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--head-heads", type=pos, default=4, help="mask transformer attention heads")
     g.add_argument("--conv-hidden", type=nonneg, default=0, help="conv head hidden channels (0: one conv)")
     g.add_argument("--mask-norm-gain", type=posf, default=3.0, help="mask transformers' LayerNorm gain")
-    g.add_argument("--linear-lr", type=posf, default=1.0, help="the linear head's peak lr (--lr: the others)")
+    g.add_argument("--linear-lr", type=posf, help="the linear head's peak lr (default: --lr)")
     T.add_run_args(p, task="segmentation", epochs=10, batch_size=32, lr=5e-3)
     args = p.parse_args(argv)
     if args.data_root is not None and args.num_classes is None:
@@ -256,7 +256,7 @@ def train_head(run: T.TrainingRun, kind: str, data: dict, feats, grid) -> nn.Mod
     num_classes = len(data["class_names"])
     head = build_head(kind, train_x.shape[-1], num_classes, args)
     total = run.plan(len(train_x), per_batch=args.batch_size)
-    lr = args.linear_lr if kind == "linear" else args.lr  # a linear probe on frozen tokens needs a large one
+    lr = args.linear_lr if kind == "linear" and args.linear_lr else args.lr  # --pretrain counts: 1.0
     optimizer = T.build_optimizer(head, lr=lr, weight_decay=args.weight_decay)
     schedule = T.build_scheduler(
         optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total)

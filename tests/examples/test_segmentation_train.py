@@ -90,11 +90,11 @@ def majority_miou(num_scenes: int) -> float:
 
 
 def test_a_short_run_beats_the_majority_baseline(tmp_path: Path) -> None:
-    """A short run of the default recipe at tiny sizes (200 scenes; a width-32, depth-1 ViT pretrained for 192
-    steps on object counts; a linear head for 5 epochs: about 20 s of CPU) beats predicting background everywhere
-    (mIoU 0.046: the background's IoU over the classes present): 0.082. The same run with --pretrain-epochs 0
-    stays at the majority baseline (0.046), so the pretraining is what makes the frozen tokens useful. (Counting
-    learns shapes slowly: at 96 steps it reaches 0.067; --pretrain masks reaches 0.12 in 48.)"""
+    """A short run of the default recipe at tiny sizes (200 scenes; a width-32, depth-1 ViT pretrained for 48
+    steps on shape masks; a linear head for 5 epochs: about 13 s of CPU) beats predicting background everywhere
+    (mIoU 0.046: the background's IoU over the classes present) by far: about 0.12. The same run with
+    --pretrain-epochs 0 stays at the majority baseline (0.046), so the pretraining is what makes the frozen
+    tokens useful."""
     out = tmp_path / "learn"
     tiny = [
         "--num-scenes",
@@ -106,14 +106,18 @@ def test_a_short_run_beats_the_majority_baseline(tmp_path: Path) -> None:
         "--patch-size",
         "4",
         "--pretrain-epochs",
-        "16",
+        "8",
     ]
-    ok(run([*tiny, "--head", "linear", "--epochs", "5", "--output-dir", str(out)], tiny=False))
+    ok(
+        run(
+            [*tiny, "--head", "linear", "--epochs", "5", "--lr", "2e-2", "--output-dir", str(out)], tiny=False
+        )
+    )
     history = [r["miou"] for r in rows(out) if r["head"] == "linear"]
     assert len(history) == 6  # epoch 0 (the untrained head) and 5 epochs
     baseline = majority_miou(200)
     assert 0.03 < baseline < 0.07, baseline
-    assert history[-1] > 1.5 * baseline and history[-1] > 5 * history[0], (baseline, history)
+    assert history[-1] > 2 * baseline and history[-1] > 5 * history[0], (baseline, history)
     assert history[-1] > history[1]  # still improving after the first epoch
 
 
