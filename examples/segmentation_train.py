@@ -2,9 +2,10 @@
 
 The course report's comparison (four heads on frozen DINOv2 patch features), offline: by default ShapesWorld with
 colour-shape masks (19 classes) and a tiny ViT (conv stem, 4-pixel patches) pretrained here for about 2.5 minutes of
-CPU on the *shape* masks of a separate world (--pretrain objects / labels: object / multi-label classification;
-cached in the run folder), then frozen; a head learns the 19 classes from its patch tokens. `--head all` trains the
-four on the same frozen features and prints the table.
+CPU on the *shape* masks of a separate world (--pretrain counts / objects: image-level classification, how many
+objects of each colour-shape class a scene holds / each object's box; cached in the run folder), then frozen; a head
+learns the 19 classes from its patch tokens. `--head all` trains the four on the same frozen features and prints the
+table.
 
 Commands:
     python examples/segmentation_train.py                          # ShapesWorld, tiny ViT, mask transformer head
@@ -25,7 +26,6 @@ every tenth file (sorted) is validation. ShapesWorld.export() writes such masks.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -45,7 +45,7 @@ from vlblocks.models import SegmentationModel
 
 HEADS = ("linear", "conv", "transformer", "transformer-shared-qk")
 IGNORE = 255
-PRETRAIN = ("masks", "objects", "labels")
+PRETRAIN = ("masks", "objects", "counts")
 CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "stop_after", "threads", "device", "save_every")
 
 
@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--pretrain", choices=PRETRAIN, default="masks", help="tiny-vit pretraining task")
     g.add_argument("--pretrain-epochs", type=nonneg, default=20, help="tiny-vit pretraining epochs")
     g.add_argument("--pretrain-lr", type=posf, default=3e-3)
-    g.add_argument("--pool-sharpness", type=posf, default=5.0, help="--pretrain labels: log-mean-exp r")
+    g.add_argument("--pretrain-batch-size", type=pos, default=32)
+    g.add_argument("--min-object-tokens", type=posf, default=6.0, help="--pretrain counts: density cap 1/m")
     g.add_argument("--num-layers", type=pos, default=1, help="last layers' tokens the head reads")
     g = p.add_argument_group("heads")
     g.add_argument("--head", choices=[*HEADS, "all"], default="transformer")
@@ -73,6 +74,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--head-heads", type=pos, default=4, help="mask transformer attention heads")
     g.add_argument("--conv-hidden", type=nonneg, default=0, help="conv head hidden channels (0: one conv)")
     g.add_argument("--mask-norm-gain", type=posf, default=3.0, help="mask transformers' LayerNorm gain")
+    g.add_argument("--linear-lr", type=posf, help="the linear head's peak lr (default: --lr)")
     T.add_run_args(p, task="segmentation", epochs=10, batch_size=32, lr=5e-3)
     args = p.parse_args(argv)
     if args.data_root is not None and args.num_classes is None:
@@ -139,19 +141,21 @@ def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
     """Pretrain on a separate world (seed + 1) with one linear classifier on the patch tokens. masks: each token's
     pixels' shape (background / circle / square / triangle; dense labels). objects: classification of each
     object's colour-shape pair from the mean of the tokens in its box, and of the other tokens as background.
-    labels: which colour-shape pairs the scene holds (multi-label, image-level), from per-token scores pooled over
-    the tokens by log-mean-exp (a soft max), as in weakly supervised segmentation."""
+    counts: how many objects of each colour-shape pair the scene holds (image-level labels), as the sum over the
+    tokens of per-token class probabilities (18 pairs + background) divided by m = --min-object-tokens, so that an
+    object must be claimed by at least m tokens (density counting, Lempitsky & Zisserman 2010)."""
     world = ShapesWorld("train", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed + 1)
     images = pixels(world.images, encoder.image_config)  # (N, 3, S, S)
     targets, pool, classes = pretraining_targets(world, args)
     decoder, grid = LinearSegHead(encoder.dim, classes), encoder.model.patch_embed.grid_size
     model = nn.ModuleDict({"encoder": encoder, "decoder": decoder})
-    steps = args.pretrain_epochs * (len(images) // 32)
+    per_batch = args.pretrain_batch_size
+    steps = args.pretrain_epochs * (len(images) // per_batch)
     optimizer = T.build_optimizer(model, lr=args.pretrain_lr, weight_decay=0.05)
     scheduler = T.build_scheduler(optimizer, total_steps=max(steps, 1), warmup_steps=steps // 20)
     t0, c0, losses = time.perf_counter(), time.process_time(), []
     for epoch in range(args.pretrain_epochs):
-        batches = T.shard_batches(len(images), per_batch=32, seed=args.seed + 7, epoch=epoch)
+        batches = T.shard_batches(len(images), per_batch=per_batch, seed=args.seed + 7, epoch=epoch)
         desc = f"pretrain {epoch + 1}/{args.pretrain_epochs}"
         for idx in T.progress(batches, desc=desc, enabled=dist.is_main):
             tokens = encoder(images[idx]).tokens[:, encoder.num_prefix_tokens :]  # (B, N, D)
@@ -162,10 +166,10 @@ def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
             elif args.pretrain == "objects":  # (B, 9, 19): 8 objects' boxes and the rest, tokens averaged
                 logits = decoder.classifier(torch.einsum("bon,bnd->bod", pool[idx], tokens))
                 loss = F.cross_entropy(logits.flatten(0, 1), targets[idx].flatten())  # -100 ignored
-            else:  # (B, 18): per-token scores, pooled over the N tokens
-                scores = decoder.classifier(tokens) * args.pool_sharpness  # (B, N, 18)
-                pooled = (scores.logsumexp(1) - math.log(scores.shape[1])) / args.pool_sharpness
-                loss = F.binary_cross_entropy_with_logits(pooled, targets[idx])
+            else:  # (B, 18) counts: per-token class probabilities (18 pairs + background) summed over the tokens
+                probs = decoder.classifier(tokens).softmax(-1)  # (B, N, 19)
+                counts = probs[..., :18].sum(1) / args.min_object_tokens
+                loss = F.poisson_nll_loss(counts, targets[idx], log_input=False)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -182,7 +186,7 @@ def pretraining_targets(world: ShapesWorld, args) -> tuple[torch.Tensor, torch.T
     """(targets, pooling weights or None, classes) of --pretrain: masks (N, S, S); objects (N, 9) colour-shape
     classes (0-17; 18 background, -100 no object) and (N, 9, n) weights, equal on the tokens whose centre lies in
     the object's box (the token under its centre for a box holding none), row 8 on the tokens outside every box;
-    labels (N, 18) multi-hot."""
+    counts (N, 18) objects per colour-shape pair."""
     if args.pretrain == "masks":
         return world.masks.long(), None, 4
     side = world.image_size // args.patch_size
@@ -202,8 +206,8 @@ def pretraining_targets(world: ShapesWorld, args) -> tuple[torch.Tensor, torch.T
         labels[i, 8], pool[i, 8] = 18, outside / outside.sum().clamp(min=1)
     if args.pretrain == "objects":
         return labels, pool.flatten(2), 19
-    hot = torch.zeros(len(world), 20).scatter_(1, torch.where(labels < 0, 19, labels), 1.0)  # 18, 19: dropped
-    return hot[:, :18], None, 18
+    ids = torch.where(labels < 0, 19, labels)  # 18 (background), 19 (no object): dropped below
+    return torch.zeros(len(world), 20).scatter_add_(1, ids, torch.ones(ids.shape))[:, :18], None, 19
 
 
 def build_head(kind: str, dim: int, num_classes: int, args) -> torch.nn.Module:
@@ -252,7 +256,8 @@ def train_head(run: T.TrainingRun, kind: str, data: dict, feats, grid) -> nn.Mod
     num_classes = len(data["class_names"])
     head = build_head(kind, train_x.shape[-1], num_classes, args)
     total = run.plan(len(train_x), per_batch=args.batch_size)
-    optimizer = T.build_optimizer(head, lr=args.lr, weight_decay=args.weight_decay)
+    lr = args.linear_lr if kind == "linear" and args.linear_lr else args.lr  # --pretrain counts: 1.0
+    optimizer = T.build_optimizer(head, lr=lr, weight_decay=args.weight_decay)
     schedule = T.build_scheduler(
         optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total)
     )
@@ -262,7 +267,7 @@ def train_head(run: T.TrainingRun, kind: str, data: dict, feats, grid) -> nn.Mod
     if run.step == 0:  # the untrained head: the baseline the curves start from (epoch 0)
         result = evaluate(head, val_x, val_y, grid, num_classes, run.dist)
         scores = {"miou": result.miou, "pixel_accuracy": result.pixel_accuracy}
-        run.log.log(head=kind, epoch=0, step=0, **scores, iou=ious(result))
+        run.log.log(head=kind, epoch=0, step=0, **scores, iou=result.iou_list())
     ddp = T.wrap_ddp(head, run.dist)
     for _, batches in run.epochs(len(train_x), per_batch=args.batch_size):
         for idx in run.progress(batches):
@@ -273,18 +278,13 @@ def train_head(run: T.TrainingRun, kind: str, data: dict, feats, grid) -> nn.Mod
         if run.epoch_complete:
             result = evaluate(head, val_x, val_y, grid, num_classes, run.dist)
             metrics = {"head": kind, "miou": result.miou, "pixel_accuracy": result.pixel_accuracy}
-            run.end_epoch(metrics, iou=ious(result))
+            run.end_epoch(metrics, iou=result.iou_list())
         run.save()
     return head
 
 
 def checkpoint_name(args, kind: str) -> str:
     return "checkpoint" if args.head != "all" else f"checkpoint-{kind}"
-
-
-def ious(result) -> list[float | None]:
-    """Per-class IoU as JSON (None for a class absent from prediction and target)."""
-    return [None if math.isnan(v) else v for v in result.iou.tolist()]
 
 
 # ----------------------------------------------------------------------------- main and the report
@@ -355,7 +355,7 @@ def report(args, data, val_x, grid, heads, out: Path, model, dist) -> None:
         for k, r in finals.items()
     ]
     print("\n" + T.format_table(rows))
-    summary = {"heads": rows, "class_names": names, "iou": {k: ious(r) for k, r in finals.items()}}
+    summary = {"heads": rows, "class_names": names, "iou": {k: r.iou_list() for k, r in finals.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     curves = {k: [r for r in log if r.get("head") == k and "epoch" in r] for k in heads}
     miou = {k: ([r["epoch"] for r in rs], [r["miou"] for r in rs]) for k, rs in curves.items()}
@@ -374,24 +374,18 @@ def report(args, data, val_x, grid, heads, out: Path, model, dist) -> None:
 
 @torch.no_grad()
 def overlay_grid(val, val_x, grid, heads, class_names: list[str], n: int = 6):
-    """Per validation image: the image, the true mask and each head's predicted mask, overlaid; under each mask
-    the names of the classes it shows, in their colours."""
-    images, masks = val
-    cells, texts = [], []
-    for i in range(min(n, len(images))):
-        cells += [images[i], T.overlay_mask(masks[i], images[i])]
-        texts += [[f"image {i}"], ["true", *T.mask_legend(masks[i], class_names)]]
-        for kind, head in heads.items():
-            pred = head.eval()(val_x[i : i + 1], grid=grid, size=tuple(masks.shape[-2:])).argmax(1)[0]
-            pred = torch.where(masks[i] == IGNORE, masks[i], pred)
-            cells.append(T.overlay_mask(pred, images[i]))
-            texts.append(
-                [kind.replace("transformer-shared-qk", "shared-QK"), *T.mask_legend(pred, class_names)]
-            )
+    """The first n validation images, their true masks and each head's predicted mask, overlaid and labelled."""
+    images, masks = val[0][:n], val[1][:n]
+    preds = {
+        k.replace("transformer-shared-qk", "shared-QK"): h.eval()(
+            val_x[:n], grid=grid, size=tuple(masks.shape[-2:])
+        ).argmax(1)
+        for k, h in heads.items()
+    }
     title = (
         "validation: true mask and each head's prediction; colour = class (named below), dark = background"
     )
-    return T.image_grid(cells, texts, cols=2 + len(heads), cell=128, title=title)
+    return T.mask_grid(images, masks, preds, class_names, ignore_index=IGNORE, title=title)
 
 
 if __name__ == "__main__":

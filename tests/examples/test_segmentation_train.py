@@ -124,9 +124,9 @@ def test_a_short_run_beats_the_majority_baseline(tmp_path: Path) -> None:
 def test_an_interrupted_run_resumes_bit_for_bit(tmp_path: Path) -> None:
     """--stop-after in the middle of an epoch, then --resume from the folder alone, ends with the same head weights
     and the same logged mIoU as the uninterrupted run (the backbone comes back from backbone.safetensors). The
-    backbone is pretrained on --pretrain labels here (and on objects in the torchrun test), so each pretraining
+    backbone is pretrained on --pretrain counts here (and on objects in the torchrun test), so each pretraining
     task runs in some test."""
-    flags = ["--head", "conv", "--epochs", "2", "--pretrain", "labels"]  # 40 scenes / 16: 3 steps an epoch
+    flags = ["--head", "conv", "--epochs", "2", "--pretrain", "counts"]  # 40 scenes / 16: 3 steps an epoch
     full, part = tmp_path / "full", tmp_path / "part"
     ok(run([*flags, "--output-dir", str(full)]))
     proc = ok(run([*flags, "--stop-after", "2", "--output-dir", str(part)]))

@@ -93,6 +93,7 @@ def test_absent_class_is_left_out_of_miou() -> None:
     # class 0: TP 1, union 2 -> 0.5; class 1: TP 2, union 3 -> 2/3; classes 2, 3 absent -> NaN, left out
     torch.testing.assert_close(res.iou[:2], torch.tensor([0.5, 2 / 3], dtype=torch.float64))
     assert torch.isnan(res.iou[2:]).all()
+    assert res.iou_list() == pytest.approx([0.5, 2 / 3, None, None])  # JSON-able: None for the absent classes
     assert res.miou == pytest.approx((0.5 + 2 / 3) / 2)
     assert res.pixel_accuracy == pytest.approx(3 / 4)
     assert res.mean_class_accuracy == pytest.approx((0.5 + 1.0) / 2)

@@ -42,6 +42,28 @@ def test_legend_names_classes_with_enough_pixels():
     assert [n for n, _ in T.mask_legend(mask, names, min_pixels=3)] == ["c1", "c3"]
 
 
+def test_mask_grid_rows_of_image_truth_and_predictions():
+    images = torch.full((2, 3, 8, 8), 200, dtype=torch.uint8)
+    masks = torch.zeros(2, 8, 8, dtype=torch.long)
+    masks[:, :4] = 1
+    masks[1, 7] = 255
+    pred = torch.full((2, 8, 8), 2)
+    grid = T.mask_grid(images, masks, {"a": pred, "b": masks}, ["bg", "one", "two"], cell=64, title="t")
+    assert grid.width == 4 * 64 and grid.height > 2 * 64  # image, truth and two predictions per row
+    px = grid.getpixel
+    top = 14 + 8  # one title line
+    assert px((64 + 20, top + 10)) == tuple(
+        (0.3 * 200 + 0.7 * T.class_palette(2)[1].float()).to(torch.uint8).tolist()
+    )
+    assert px((2 * 64 + 20, top + 10)) != px(
+        (64 + 20, top + 10)
+    )  # prediction "a" (class 2) differs from the truth
+    assert px((3 * 64 + 20, top + 10)) == px((64 + 20, top + 10))  # control: prediction "b" is the truth
+    row2 = top + 64 + 2 * 14 + 6  # under each cell two text lines (name, one class)
+    bottom = row2 + 4 + 7 * 7 + 3  # row 7 of image 1 (ignored in the truth), 7 px per mask pixel
+    assert px((2 * 64 + 20, bottom)) == (70, 70, 70)  # ignored in the truth: darkened in the prediction too
+
+
 def test_plot_panels_writes_a_png_or_says_how_to_get_it(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     panels = {"a": {"x": ([0, 1, 2], [0.1, None, 0.3])}, "b": {f"c{k}": ([0, 1], [k, k]) for k in range(12)}}

@@ -119,3 +119,15 @@ def test_image_grid_layout_and_colours() -> None:
         image_grid([red], [])
     with pytest.raises(TypeError, match="image tensor must be uint8"):
         image_grid([torch.zeros(3, 4, 4)], ["x"])
+
+
+def test_image_grid_wraps_a_long_title_to_its_width() -> None:
+    red = Image.new("RGB", (16, 16), (255, 0, 0))
+    title = "validation: true mask and each head's prediction; colour = class, dark = background"
+    short = image_grid([red], ["a"], cols=1, cell=64, title="ok")
+    grid = image_grid([red], ["a"], cols=1, cell=64, title=title)
+    lines = (grid.height - short.height) // 14 + 1
+    assert lines >= 4  # wrapped onto several lines; control: a short title keeps one
+    band = np.asarray(grid.crop((0, 0, 64, 14 * lines + 8))).astype(int)
+    assert (band.sum(-1) < 300).any()  # the title is drawn
+    assert (band[:, -3:].sum(-1) > 600).all()  # and nothing reaches the right edge

@@ -43,6 +43,10 @@ class SegmentationResult:
     class_accuracy: torch.Tensor
     confusion: torch.Tensor
 
+    def iou_list(self) -> list[float | None]:
+        """`iou` as a JSON-able list of C floats, None for a class absent from both prediction and target."""
+        return [None if v != v else v for v in self.iou.tolist()]  # v != v: NaN
+
 
 class SegmentationMetrics:
     """Accumulate a (C, C) confusion matrix over batches and compute mIoU and accuracies from it.

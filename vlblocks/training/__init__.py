@@ -39,7 +39,7 @@ from vlblocks.training.loop import (
     shard_batches,
     stop_on_signal,
 )
-from vlblocks.training.masks import class_palette, mask_legend, overlay_mask
+from vlblocks.training.masks import class_palette, mask_grid, mask_legend, overlay_mask
 from vlblocks.training.optim import build_optimizer, param_groups, supports_fused_adamw
 from vlblocks.training.plots import plot_panels
 from vlblocks.training.run import (
@@ -91,6 +91,7 @@ __all__ = [
     "load_run_config",
     "lr_factor",
     "make_parser",
+    "mask_grid",
     "mask_legend",
     "nonneg_int",
     "overlay_mask",

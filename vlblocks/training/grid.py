@@ -56,7 +56,7 @@ def image_grid(
         cols: cells per row.
         cell: cell width in pixels (images are scaled to fit it).
         lines: text lines reserved under every image (default: the most any image needs after wrapping).
-        title: an optional line above the grid.
+        title: an optional title above the grid, wrapped to the grid's width.
 
     Returns:
         The grid as a PIL RGB image.
@@ -74,11 +74,12 @@ def image_grid(
     text_h = LINE_HEIGHT * n_lines + 6
     cols = min(cols, len(images))
     rows = math.ceil(len(images) / cols)
-    top = LINE_HEIGHT + 8 if title else 0
+    title_lines = _wrap_to_pixels(title, font, cols * cell - 8) if title else []
+    top = LINE_HEIGHT * len(title_lines) + 8 if title_lines else 0
     grid = Image.new("RGB", (cols * cell, top + rows * (cell + text_h)), "white")
     draw = ImageDraw.Draw(grid)
-    if title:
-        draw.text((4, 4), title, fill="black", font=font)
+    for k, line in enumerate(title_lines):
+        draw.text((4, 4 + LINE_HEIGHT * k), line, fill="black", font=font)
     for i, (image, text) in enumerate(zip(images, wrapped)):
         pil = to_pil(image)
         x, y = (i % cols) * cell, top + (i // cols) * (cell + text_h)
@@ -99,3 +100,14 @@ def _wrap(text: Sequence[str | tuple[str, Color]] | str, width: int) -> list[tup
         line, colour = (item, "black") if isinstance(item, str) else item
         out += [(part, colour) for part in (textwrap.wrap(line, width) or [""])]
     return out
+
+
+def _wrap_to_pixels(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """`text` broken at spaces into lines at most `width` pixels wide in `font` (a longer word keeps its line)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines

@@ -1,16 +1,21 @@
 """Segmentation masks drawn over their images for the prediction PNG: a fixed colour per class, the classes a mask
-shows named in those colours (for ``image_grid``'s text lines). Pure torch; PIL draws the grid.
+shows named in those colours (for ``image_grid``'s text lines), and the whole picture of images with their true and
+predicted masks (``mask_grid``). Pure torch; PIL draws the grid.
 
-Shapes: S x S image, C classes.
+Shapes: N images, S x S image, C classes.
 """
 
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Mapping
 
 import torch
+from PIL import Image
 
-__all__ = ["class_palette", "mask_legend", "overlay_mask"]
+from vlblocks.training.grid import image_grid
+
+__all__ = ["class_palette", "mask_grid", "mask_legend", "overlay_mask"]
 
 
 def class_palette(n: int = 256) -> torch.Tensor:
@@ -50,3 +55,34 @@ def mask_legend(
         for c, k in zip(ids.tolist(), counts.tolist())
         if c != background and k >= min_pixels
     ]
+
+
+def mask_grid(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    predictions: Mapping[str, torch.Tensor],
+    class_names: list[str],
+    *,
+    ignore_index: int = 255,
+    cell: int = 128,
+    title: str | None = None,
+) -> Image.Image:
+    """One row per image: the image, its true mask and each named prediction, overlaid (``overlay_mask``), each
+    with the names of the classes it shows under it. Pixels ignored in the true mask are shown ignored in every
+    prediction too.
+
+    Args:
+        images: uint8 (N, 3, S, S).
+        masks: (N, S, S) true class ids.
+        predictions: name -> (N, S, S) predicted class ids, one column each.
+        class_names: C names (index 0 the background).
+    """
+    cells, texts = [], []
+    for i in range(len(images)):
+        cells += [images[i], overlay_mask(masks[i], images[i], ignore_index=ignore_index)]
+        texts += [[f"image {i}"], ["true", *mask_legend(masks[i], class_names, ignore_index=ignore_index)]]
+        for name, pred in predictions.items():
+            shown = torch.where(masks[i] == ignore_index, masks[i], pred[i])
+            cells.append(overlay_mask(shown, images[i], ignore_index=ignore_index))
+            texts.append([name, *mask_legend(shown, class_names, ignore_index=ignore_index)])
+    return image_grid(cells, texts, cols=2 + len(predictions), cell=cell, title=title)
