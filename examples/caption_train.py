@@ -101,6 +101,9 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--image-dim", type=T.positive_int, default=128, help="tiny encoders")
     g.add_argument("--image-depth", type=T.positive_int, default=2, help="tiny encoders")
     g.add_argument(
+        "--stem", choices=["conv", "patch"], default="conv", help="tiny-vit: conv stem (Xiao et al. 2021) or patchify"
+    )
+    g.add_argument(
         "--decoder", default="tiny-gpt2", help="tiny-gpt2 | an HF GPT-2 name or folder (e.g. gpt2)"
     )
     g.add_argument("--dim", type=T.positive_int, default=128, help="tiny decoder width")
