@@ -237,7 +237,8 @@ def test_conv_stem_vit_trains_and_saved_presets_without_stem_stay_patchify(tok, 
     stem = model.image_encoder.model.patch_embed
     assert isinstance(stem, ConvStem)
     names = _grad_names(model, tok)
-    assert any(n.startswith("image_encoder.model.patch_embed.proj.0.") for n in names)  # the first conv trains
+    first_conv = "image_encoder.model.patch_embed.proj.0."
+    assert any(n.startswith(first_conv) for n in names)  # the conv stem trains
     assert any("patch_embed.proj.1.running_mean" in k for k in TrainedView(model).state_dict())
     patch, _ = _model(tok, lm_state, peft="lora")
     assert not isinstance(patch.image_encoder.model.patch_embed, ConvStem)  # control: the default is patchify
