@@ -187,7 +187,7 @@ def test_default_configuration_learns(tmp_path: Path) -> None:
     from vlblocks.metrics import cider_d
     from vlblocks.models.caption_preset import CaptionPreset, apply_caption_peft, build_captioner
 
-    out = tmp_path / "learn"  # the default model and LM pretraining; 3 epochs of 2,000 scenes (93 steps)
+    out = tmp_path / "learn"  # the default model and LM pretraining; 3 epochs of 2,000 scenes (186 steps)
     args = ["--epochs", "3", "--num-scenes", "2000", "--val-scenes", "100", "--threads", "1"]
     ok(run(TRAIN, [*args, "--output-dir", str(out)], timeout=900))
     trained = rows(out)[-1]["CIDEr-D"]
@@ -206,7 +206,7 @@ def test_default_configuration_learns(tmp_path: Path) -> None:
     refs = view.references()
     untrained = cider_d(refs, dict(zip(refs, captions))).score
     assert len(set(captions)) == 1  # untrained: the LM's one generic caption, whatever the image
-    assert trained > untrained + 0.3, (trained, untrained)  # measured: 0.881 against about 0.44
+    assert trained > untrained + 0.3, (trained, untrained)  # measured: 0.824 against about 0.44
 
 
 def test_decoding_table_is_seeded_and_its_greedy_row_is_training_evaluation(
