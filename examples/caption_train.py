@@ -138,6 +138,8 @@ def parse_args(argv: list[str] | None = None):
         p.error("--data coco needs --data-root")
     if args.resume or args.eval_only or args.ask:  # a run folder describes itself: its own flags win
         args = T.restore_run_args(args, keep=CONTROL, error=p.error)
+        if (args.output_dir / "run_config.json").is_file():  # a run saved before --stem had a patchify ViT
+            args.stem = T.load_run_config(args.output_dir).get("model", {}).get("stem", "patch")
     return args
 
 

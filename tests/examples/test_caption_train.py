@@ -152,6 +152,20 @@ def test_eval_only_and_ask_use_the_folder_alone(short_run: Path, tmp_path: Path)
     assert proc.returncode == 2 and "holds no run to load" in proc.stderr
 
 
+def test_a_run_saved_before_stem_existed_resumes_as_patchify(tmp_path: Path) -> None:
+    """A run folder written before --stem (no "stem" in run_config.json) holds a patchify ViT: --resume rebuilds
+    and continues it, though the flag's default is now the conv stem."""
+    out = tmp_path / "old"
+    args = [*TINY, "--num-scenes", "64", "--val-scenes", "12", "--threads", "1"]  # 2 epochs of 2 steps
+    ok(run(TRAIN, [*args, "--stem", "patch", "--stop-after", "3", "--output-dir", str(out)]))
+    config = json.loads((out / "run_config.json").read_text())
+    del config["args"]["stem"], config["model"]["stem"]
+    (out / "run_config.json").write_text(json.dumps(config))
+    proc = ok(run(TRAIN, ["--resume", "--threads", "1", "--output-dir", str(out)]))
+    assert "resumed from" in proc.stdout and rows(out)[-1]["epoch"] == 2
+    assert json.loads((out / "run_config.json").read_text())["model"]["stem"] == "patch"
+
+
 def test_resume_continues_to_the_same_result(short_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumed"
     ok(run(TRAIN, [*TINY, "--threads", "1", "--output-dir", str(out), "--stop-after", "5"]))
