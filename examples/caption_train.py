@@ -4,13 +4,13 @@ or with LoRA, bottleneck adapters or a soft prompt; BLEU-4 and CIDEr-D with gree
 The recipe of the course reports, runnable offline. A PEFT comparison only means something on a pretrained language
 model, so by default the tiny GPT-2 is first pretrained as a text-only language model on the ShapesWorld training
 captions (cached in the run folder under lm/ and reused), then a tiny ViT (with a convolutional stem), a projector
-and the decoder's new cross-attention learn to caption while LoRA (r=16 on c_attn / c_proj / c_fc) adapts the frozen language model,
-as the reports adapt a pretrained GPT-2. The model learns each scene's full caption (every object with size,
+and the decoder's new cross-attention learn to caption while LoRA (r=16 on c_attn / c_proj / c_fc) adapts the
+frozen language model, as the reports adapt a pretrained GPT-2. The model learns each scene's full caption (every object with size,
 colour, shape and position); validation scores greedy captions against all five references of 500 scenes.
 
 Commands:
     python examples/caption_train.py                              # ShapesWorld, tiny ViT + tiny GPT-2, LoRA r=16
-    python examples/caption_train.py --stem patch --num-scenes 4000 --epochs 10 --batch-size 64 --lm-steps 300 \
+    python examples/caption_train.py --stem patch --num-scenes 4000 --epochs 10 --batch-size 64 --lm-steps 300 \\
         --output-dir runs/caption-v1                              # the earlier default (patchify ViT)
     python examples/caption_train.py --peft adapter --output-dir runs/caption-adapter
     python examples/caption_train.py --mode prefix --output-dir runs/caption-prefix   # LLaVA-style visual prefix
