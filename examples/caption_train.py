@@ -3,13 +3,15 @@ or with LoRA, bottleneck adapters or a soft prompt; BLEU-4 and CIDEr-D with gree
 
 The recipe of the course reports, runnable offline. A PEFT comparison only means something on a pretrained language
 model, so by default the tiny GPT-2 is first pretrained as a text-only language model on the ShapesWorld training
-captions (cached in the run folder under lm/ and reused), then a tiny ViT, a projector and the decoder's new
-cross-attention learn to caption while LoRA (r=16 on c_attn / c_proj / c_fc) adapts the frozen language model,
-as the reports adapt a pretrained GPT-2. The model learns each scene's full caption (every object with size,
+captions (cached in the run folder under lm/ and reused), then a tiny ViT (with a convolutional stem), a projector
+and the decoder's new cross-attention learn to caption while LoRA (r=16 on c_attn / c_proj / c_fc) adapts the
+frozen language model, as the reports adapt a pretrained GPT-2. The model learns each scene's full caption (every object with size,
 colour, shape and position); validation scores greedy captions against all five references of 500 scenes.
 
 Commands:
     python examples/caption_train.py                              # ShapesWorld, tiny ViT + tiny GPT-2, LoRA r=16
+    python examples/caption_train.py --stem patch --num-scenes 4000 --epochs 10 --batch-size 64 --lm-steps 300 \\
+        --output-dir runs/caption-v1                              # the earlier default (patchify ViT)
     python examples/caption_train.py --peft adapter --output-dir runs/caption-adapter
     python examples/caption_train.py --mode prefix --output-dir runs/caption-prefix   # LLaVA-style visual prefix
     python examples/caption_train.py --compare --output-dir runs/caption-compare      # the PEFT table (cross)
@@ -82,7 +84,7 @@ def parse_args(argv: list[str] | None = None):
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=["shapes", "coco"], default="shapes")
     g.add_argument("--data-root", type=Path, default=None, help="COCO folder (with --data coco)")
-    g.add_argument("--num-scenes", type=T.positive_int, default=4000, help="ShapesWorld train scenes")
+    g.add_argument("--num-scenes", type=T.positive_int, default=8000, help="ShapesWorld train scenes")
     g.add_argument("--val-scenes", type=T.positive_int, default=500, help="validation images")
     g.add_argument(
         "--captions",
@@ -101,6 +103,12 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--image-dim", type=T.positive_int, default=128, help="tiny encoders")
     g.add_argument("--image-depth", type=T.positive_int, default=2, help="tiny encoders")
     g.add_argument(
+        "--stem",
+        choices=["conv", "patch"],
+        default="conv",
+        help="tiny-vit: conv stem (Xiao et al. 2021) or patchify",
+    )
+    g.add_argument(
         "--decoder", default="tiny-gpt2", help="tiny-gpt2 | an HF GPT-2 name or folder (e.g. gpt2)"
     )
     g.add_argument("--dim", type=T.positive_int, default=128, help="tiny decoder width")
@@ -115,7 +123,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--lora-dropout", type=T.fraction, default=0.0)
     g.add_argument("--adapter-bottleneck", type=T.positive_int, default=32)
     g.add_argument("--prompt-tokens", type=T.positive_int, default=10)
-    g.add_argument("--lm-steps", type=T.positive_int, default=300, help="tiny decoder: LM pretraining steps")
+    g.add_argument("--lm-steps", type=T.positive_int, default=150, help="tiny decoder: LM pretraining steps")
     g.add_argument("--lm-lr", type=T.positive_float, default=3e-3)
     g = p.add_argument_group("evaluation and use")
     g.add_argument("--eval-batch-size", type=T.positive_int, default=250)
@@ -124,12 +132,14 @@ def parse_args(argv: list[str] | None = None):
         "--compare", action="store_true", help="train full, LoRA r=8 / 16, adapter, soft prompt in turn"
     )
     g.add_argument("--ask", type=Path, default=None, help="caption this image with the run in --output-dir")
-    T.add_run_args(p, task="caption", epochs=10, batch_size=64, lr=2e-3, weight_decay=0.01)
+    T.add_run_args(p, task="caption", epochs=4, batch_size=32, lr=2e-3, weight_decay=0.01)
     args = p.parse_args(argv)
     if args.data == "coco" and args.data_root is None:
         p.error("--data coco needs --data-root")
     if args.resume or args.eval_only or args.ask:  # a run folder describes itself: its own flags win
         args = T.restore_run_args(args, keep=CONTROL, error=p.error)
+        if (args.output_dir / "run_config.json").is_file():  # a run saved before --stem had a patchify ViT
+            args.stem = T.load_run_config(args.output_dir).get("model", {}).get("stem", "patch")
     return args
 
 

@@ -152,6 +152,20 @@ def test_eval_only_and_ask_use_the_folder_alone(short_run: Path, tmp_path: Path)
     assert proc.returncode == 2 and "holds no run to load" in proc.stderr
 
 
+def test_a_run_saved_before_stem_existed_resumes_as_patchify(tmp_path: Path) -> None:
+    """A run folder written before --stem (no "stem" in run_config.json) holds a patchify ViT: --resume rebuilds
+    and continues it, though the flag's default is now the conv stem."""
+    out = tmp_path / "old"
+    args = [*TINY, "--num-scenes", "64", "--val-scenes", "12", "--threads", "1"]  # 2 epochs of 2 steps
+    ok(run(TRAIN, [*args, "--stem", "patch", "--stop-after", "3", "--output-dir", str(out)]))
+    config = json.loads((out / "run_config.json").read_text())
+    del config["args"]["stem"], config["model"]["stem"]
+    (out / "run_config.json").write_text(json.dumps(config))
+    proc = ok(run(TRAIN, ["--resume", "--threads", "1", "--output-dir", str(out)]))
+    assert "resumed from" in proc.stdout and rows(out)[-1]["epoch"] == 2
+    assert json.loads((out / "run_config.json").read_text())["model"]["stem"] == "patch"
+
+
 def test_resume_continues_to_the_same_result(short_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumed"
     ok(run(TRAIN, [*TINY, "--threads", "1", "--output-dir", str(out), "--stop-after", "5"]))
@@ -187,7 +201,7 @@ def test_default_configuration_learns(tmp_path: Path) -> None:
     from vlblocks.metrics import cider_d
     from vlblocks.models.caption_preset import CaptionPreset, apply_caption_peft, build_captioner
 
-    out = tmp_path / "learn"  # the default model and LM pretraining; 3 epochs of 2,000 scenes (93 steps)
+    out = tmp_path / "learn"  # the default model and LM pretraining; 3 epochs of 2,000 scenes (186 steps)
     args = ["--epochs", "3", "--num-scenes", "2000", "--val-scenes", "100", "--threads", "1"]
     ok(run(TRAIN, [*args, "--output-dir", str(out)], timeout=900))
     trained = rows(out)[-1]["CIDEr-D"]
@@ -206,7 +220,7 @@ def test_default_configuration_learns(tmp_path: Path) -> None:
     refs = view.references()
     untrained = cider_d(refs, dict(zip(refs, captions))).score
     assert len(set(captions)) == 1  # untrained: the LM's one generic caption, whatever the image
-    assert trained > untrained + 0.3, (trained, untrained)  # measured: 0.881 against about 0.44
+    assert trained > untrained + 0.3, (trained, untrained)  # measured: 0.824 against about 0.44
 
 
 def test_decoding_table_is_seeded_and_its_greedy_row_is_training_evaluation(

@@ -220,6 +220,28 @@ def test_preset_errors() -> None:
         CaptionPreset(peft="bitfit")
     with pytest.raises(ValueError, match="mode"):
         CaptionPreset(mode="both")
+    with pytest.raises(ValueError, match="stem"):
+        CaptionPreset(stem="hybrid")
     with pytest.raises(ValueError, match="lora_r must be >= 1 with peft='lora'"):
         CaptionPreset(peft="lora", lora_r=0)
     assert CaptionPreset(peft="full", lora_r=0).lora_r == 0
+
+
+def test_conv_stem_vit_trains_and_saved_presets_without_stem_stay_patchify(tok, lm_state) -> None:
+    """stem="conv": the tiny ViT's patchify layer is a conv stem (same image tokens), whose weights train under
+    LoRA and whose BatchNorm statistics travel in the trained-weights view; a preset saved before the key existed
+    (no "stem") rebuilds the patchify ViT it was trained with."""
+    from vlblocks.encoders.conv_stem import ConvStem
+
+    model, preset = _model(tok, lm_state, peft="lora", stem="conv")
+    stem = model.image_encoder.model.patch_embed
+    assert isinstance(stem, ConvStem)
+    names = _grad_names(model, tok)
+    first_conv = "image_encoder.model.patch_embed.proj.0."
+    assert any(n.startswith(first_conv) for n in names)  # the conv stem trains
+    assert any("patch_embed.proj.1.running_mean" in k for k in TrainedView(model).state_dict())
+    patch, _ = _model(tok, lm_state, peft="lora")
+    assert not isinstance(patch.image_encoder.model.patch_embed, ConvStem)  # control: the default is patchify
+    assert model.encode(_batch(tok)[0]).shape == patch.encode(_batch(tok)[0]).shape  # the same image tokens
+    saved = {k: v for k, v in preset.to_dict().items() if k != "stem"}
+    assert CaptionPreset.from_dict(saved).stem == "patch"
