@@ -70,3 +70,20 @@ def test_tensor_checks():
     with pytest.raises(ValueError, match="x must hold at least one item"):
         C.check_tensor("x", torch.zeros(0, 3))
     assert C.check_tensor("x", torch.zeros(0, 3), nonempty=False).shape == (0, 3)
+
+
+def test_check_index_shape_range_and_type() -> None:
+
+    index = torch.tensor([0, 2, 1])
+    assert C.check_index("i", index, size=3, what="one of 3") is index
+    C.check_index(
+        "i", torch.tensor([], dtype=torch.long), size=0, what="none"
+    )  # empty: nothing to range-check
+    with pytest.raises(ValueError, match=r"i must have shape \(4,\) \(one per text\), got \(3,\)"):
+        C.check_index("i", index, size=3, what="one of 3", length=4, per="text")
+    with pytest.raises(ValueError, match=r"i must lie in \[0, 2\) \(one of 2\), got 2"):
+        C.check_index("i", index, size=2, what="one of 2")
+    with pytest.raises(ValueError, match=r"i must lie in \[0, 3\) \(one of 3\), got -1"):
+        C.check_index("i", torch.tensor([0, -1]), size=3, what="one of 3")
+    with pytest.raises(TypeError, match="i must be an integer tensor"):
+        C.check_index("i", index.float(), size=3, what="one of 3")

@@ -141,6 +141,23 @@ def check_tensor(
     return value
 
 
+def check_index(
+    name: str, value: object, *, size: int, what: str, length: int | None = None, per: str = "row"
+) -> torch.Tensor:
+    """`value` if it is a 1-D integer tensor (of `length` entries when given, one per `per`) whose entries all lie
+    in [0, size); negative entries are refused, never counted from the end. `what` names one of the `size` things
+    in the message, e.g. ``"one of the 3 images"``."""
+    check_tensor(name, value, dtype="int", nonempty=False)
+    expected = "(B,)" if length is None else f"({length},) (one per {per})"
+    if value.dim() != 1 or (length is not None and value.shape[0] != length):
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(value.shape)}")
+    if value.numel():
+        low, high = int(value.min()), int(value.max())
+        if low < 0 or high >= size:
+            raise ValueError(f"{name} must lie in [0, {size}) ({what}), got {low if low < 0 else high}")
+    return value
+
+
 def _is_numpy_int(value: object) -> bool:
     return type(value).__module__ == "numpy" and hasattr(value, "dtype") and value.dtype.kind in "iu"  # type: ignore[attr-defined]
 

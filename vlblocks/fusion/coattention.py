@@ -21,6 +21,7 @@ from torch import nn
 from vlblocks._checks import (
     check_choice,
     check_dropout,
+    check_index,
     check_positive_int,
     check_positive_number,
     check_tensor,
@@ -317,11 +318,7 @@ def _check_streams(
         raise ValueError(f"text_tokens must have shape (B, Nt, {dim_text}), got {tuple(text_tokens.shape)}")
     b, m = text_tokens.shape[0], image_tokens.shape[0]
     if image_index is not None:
-        check_tensor("image_index", image_index, dtype="int")
-        if image_index.shape != (b,):
-            raise ValueError(f"image_index must have shape ({b},) (one per text), got {tuple(image_index.shape)}")
-        if b and (int(image_index.min()) < 0 or int(image_index.max()) >= m):
-            raise ValueError(f"image_index must lie in [0, {m}) (one of the {m} images), got {image_index.tolist()}")
+        check_index("image_index", image_index, size=m, what=f"one of the {m} images", length=b, per="text")
     elif m != b:
         raise ValueError(f"text_tokens must have the batch size of image_tokens ({m}), got {b}")
     for name, mask, shape in (

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vlblocks._checks import check_dropout, check_positive_int, check_tensor
+from vlblocks._checks import check_dropout, check_index, check_positive_int, check_tensor
 
 __all__ = ["Attention", "KVCache"]
 
@@ -322,13 +322,9 @@ def _check_query_index(
     query_index: object, x: torch.Tensor, context: object, context_kv: object, kv_cache: object
 ) -> None:
     """query_index: (B,) integers in [0, M) for x (M, Nq, D); cross-attention only (self-attention's keys are x)."""
-    check_tensor("query_index", query_index, dtype="int")
-    if query_index.dim() != 1:  # type: ignore[union-attr]
-        raise ValueError(f"query_index must have shape (B,), got {tuple(query_index.shape)}")  # type: ignore[union-attr]
+    check_index("query_index", query_index, size=x.shape[0], what="rows of x")
     if (context is None and context_kv is None) or kv_cache is not None:
         raise ValueError("query_index needs a cross-attention (context or context_kv) and no kv_cache")
-    if query_index.numel() and (int(query_index.min()) < 0 or int(query_index.max()) >= x.shape[0]):  # type: ignore[union-attr]
-        raise ValueError(f"query_index must lie in [0, {x.shape[0]}) (rows of x), got {query_index.tolist()}")  # type: ignore[union-attr]
 
 
 def _check_attn_mask(attn_mask: object) -> torch.Tensor:

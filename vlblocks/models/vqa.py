@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vlblocks._checks import check_tensor
+from vlblocks._checks import check_index, check_tensor
 from vlblocks.encoders.output import EncoderOutput
 
 __all__ = ["VQAModel"]
@@ -142,15 +142,8 @@ def _check_inputs(
                 f"is None, got {input_ids.shape[0]}"  # type: ignore[union-attr]
             )
         return
-    check_tensor("image_index", image_index, dtype="int")
     b, m = input_ids.shape[0], pixel_values.shape[0]  # type: ignore[union-attr]
-    if image_index.shape != (b,):  # type: ignore[union-attr]
-        raise ValueError(f"image_index must have shape ({b},), got {tuple(image_index.shape)}")  # type: ignore[union-attr]
-    low, high = int(image_index.min()), int(image_index.max())  # type: ignore[union-attr]
-    if low < 0 or high >= m:
-        raise ValueError(
-            f"image_index must lie in [0, {m}) (one of the {m} images), got {low if low < 0 else high}"
-        )
+    check_index("image_index", image_index, size=m, what=f"one of the {m} images", length=b, per="question")
 
 
 def _as_encoder_output(name: str, out: object) -> EncoderOutput:
