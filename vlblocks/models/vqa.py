@@ -78,27 +78,21 @@ class VQAModel(nn.Module):
         """
         _check_inputs(pixel_values, input_ids, attention_mask, image_index)
         image_out = _as_encoder_output("image_encoder", self.image_encoder(pixel_values))
-        # a fusion that takes image_index (CoAttentionFusion) also projects each distinct image once
-        per_image = image_index is not None and getattr(self.fusion, "accepts_image_index", False)
-        if image_index is not None and not per_image:
-            image_out = EncoderOutput(  # (M, Ni, Di) -> (B, Ni, Di)
-                tokens=image_out.tokens.index_select(0, image_index),  # (faster backward than tokens[index])
-                mask=None if image_out.mask is None else image_out.mask[image_index],
-                cls=image_out.cls.index_select(0, image_index),
-            )
+        image_tokens, image_mask = image_out.tokens, image_out.mask  # (M or B, Ni, Di), (M or B, Ni) or None
+        fuse_kwargs = {}
+        if image_index is not None:
+            image_mask = None if image_mask is None else image_mask[image_index]  # masks are per question
+            if getattr(self.fusion, "accepts_image_index", False):  # CoAttentionFusion: projects each image once
+                fuse_kwargs = {"image_index": image_index}
+            else:  # (M, Ni, Di) -> (B, Ni, Di); index_select's backward is faster than tokens[index]'s
+                image_tokens = image_tokens.index_select(0, image_index)
         text_out = _as_encoder_output(
             "text_encoder", self.text_encoder(input_ids, attention_mask=attention_mask)
         )
         text_mask = text_out.mask
         if text_mask is None and attention_mask is not None:
             text_mask = attention_mask.bool()  # (B, T)
-        fuse_kwargs = {"image_index": image_index} if per_image else {}
-        image_mask = image_out.mask  # (B, Ni) per question, or None
-        if per_image and image_mask is not None:
-            image_mask = image_mask[image_index]
-        fused = self.fusion(
-            image_out.tokens, text_out.tokens, image_mask=image_mask, text_mask=text_mask, **fuse_kwargs
-        )
+        fused = self.fusion(image_tokens, text_out.tokens, image_mask=image_mask, text_mask=text_mask, **fuse_kwargs)
         return self.head(fused.pooled)
 
     @torch.no_grad()
