@@ -66,6 +66,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--pretrain-epochs", type=nonneg, default=20, help="tiny-vit pretraining epochs")
     g.add_argument("--pretrain-lr", type=posf, default=3e-3)
     g.add_argument("--pretrain-batch-size", type=pos, default=32)
+    g.add_argument("--pretrain-scenes", type=pos, help="scenes of the pretraining world (default: --num-scenes)")
     g.add_argument("--min-object-tokens", type=posf, default=6.0, help="--pretrain counts: density cap 1/m")
     g.add_argument("--num-layers", type=pos, default=1, help="last layers' tokens the head reads")
     g = p.add_argument_group("heads")
@@ -144,7 +145,8 @@ def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
     counts: how many objects of each colour-shape pair the scene holds (image-level labels), as the sum over the
     tokens of per-token class probabilities (18 pairs + background) divided by m = --min-object-tokens, so that an
     object must be claimed by at least m tokens (density counting, Lempitsky & Zisserman 2010)."""
-    world = ShapesWorld("train", num_scenes=args.num_scenes, image_size=args.image_size, seed=args.seed + 1)
+    scenes = args.pretrain_scenes or args.num_scenes
+    world = ShapesWorld("train", num_scenes=scenes, image_size=args.image_size, seed=args.seed + 1)
     images = pixels(world.images, encoder.image_config)  # (N, 3, S, S)
     targets, pool, classes = pretraining_targets(world, args)
     decoder, grid = LinearSegHead(encoder.dim, classes), encoder.model.patch_embed.grid_size
