@@ -25,6 +25,7 @@ every tenth file (sorted) is validation. ShapesWorld.export() writes such masks.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -62,21 +63,27 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--patch-size", type=pos, default=4, help="tiny-vit pixels per token (power of 2)")
     g.add_argument("--dim", type=pos, default=64, help="tiny-vit width")
     g.add_argument("--depth", type=pos, default=2, help="tiny-vit layers")
-    g.add_argument("--pretrain", choices=PRETRAIN, default="masks", help="tiny-vit pretraining task")
-    g.add_argument("--pretrain-epochs", type=nonneg, default=20, help="tiny-vit pretraining epochs")
+    g.add_argument("--pretrain", choices=PRETRAIN, default="counts", help="tiny-vit pretraining task")
+    g.add_argument("--pretrain-scenes", type=pos, default=6000, help="scenes of the pretraining world")
+    g.add_argument("--pretrain-epochs", type=nonneg, default=4, help="tiny-vit pretraining epochs")
     g.add_argument("--pretrain-lr", type=posf, default=3e-3)
-    g.add_argument("--pretrain-batch-size", type=pos, default=32)
-    g.add_argument("--pretrain-scenes", type=pos, help="scenes of the pretraining world (default: --num-scenes)")
+    g.add_argument("--pretrain-batch-size", type=pos, default=16)
     g.add_argument("--min-object-tokens", type=posf, default=6.0, help="--pretrain counts: density cap 1/m")
     g.add_argument("--num-layers", type=pos, default=1, help="last layers' tokens the head reads")
+    g.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="heads read the tokens standardised per channel (training-set mean and std)",
+    )
     g = p.add_argument_group("heads")
     g.add_argument("--head", choices=[*HEADS, "all"], default="transformer")
     g.add_argument("--head-depth", type=pos, default=2, help="mask transformer blocks")
     g.add_argument("--head-heads", type=pos, default=4, help="mask transformer attention heads")
     g.add_argument("--conv-hidden", type=nonneg, default=0, help="conv head hidden channels (0: one conv)")
     g.add_argument("--mask-norm-gain", type=posf, default=3.0, help="mask transformers' LayerNorm gain")
-    g.add_argument("--linear-lr", type=posf, help="the linear head's peak lr (default: --lr)")
-    T.add_run_args(p, task="segmentation", epochs=10, batch_size=32, lr=5e-3)
+    g.add_argument("--linear-lr", type=posf, default=1.0, help="the linear head's peak lr (a linear probe's)")
+    T.add_run_args(p, task="segmentation", epochs=20, batch_size=32, lr=1e-2)
     args = p.parse_args(argv)
     if args.data_root is not None and args.num_classes is None:
         p.error("--data-root needs --num-classes")
@@ -145,8 +152,9 @@ def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
     counts: how many objects of each colour-shape pair the scene holds (image-level labels), as the sum over the
     tokens of per-token class probabilities (18 pairs + background) divided by m = --min-object-tokens, so that an
     object must be claimed by at least m tokens (density counting, Lempitsky & Zisserman 2010)."""
-    scenes = args.pretrain_scenes or args.num_scenes
-    world = ShapesWorld("train", num_scenes=scenes, image_size=args.image_size, seed=args.seed + 1)
+    world = ShapesWorld(
+        "train", num_scenes=args.pretrain_scenes, image_size=args.image_size, seed=args.seed + 1
+    )
     images = pixels(world.images, encoder.image_config)  # (N, 3, S, S)
     targets, pool, classes = pretraining_targets(world, args)
     decoder, grid = LinearSegHead(encoder.dim, classes), encoder.model.patch_embed.grid_size
@@ -258,7 +266,7 @@ def train_head(run: T.TrainingRun, kind: str, data: dict, feats, grid) -> nn.Mod
     num_classes = len(data["class_names"])
     head = build_head(kind, train_x.shape[-1], num_classes, args)
     total = run.plan(len(train_x), per_batch=args.batch_size)
-    lr = args.linear_lr if kind == "linear" and args.linear_lr else args.lr  # --pretrain counts: 1.0
+    lr = args.linear_lr if kind == "linear" else args.lr
     optimizer = T.build_optimizer(head, lr=lr, weight_decay=args.weight_decay)
     schedule = T.build_scheduler(
         optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total)
@@ -304,6 +312,9 @@ def setup(args, out: Path, dist, say):
     (train_x, grid), (val_x, _) = (
         extract(model, data[s][0], backbone.image_config) for s in ("train", "val")
     )
+    if args.standardize:  # per-channel statistics of the training tokens, as MAE's linear probe's BatchNorm
+        mean, std = train_x.mean((0, 1)), train_x.std((0, 1)).clamp(min=1e-6)  # (D,)
+        train_x, val_x = (train_x - mean) / std, (val_x - mean) / std
     say(
         f"features: {tuple(train_x.shape)} frozen patch tokens on a {grid[0]}x{grid[1]} grid "
         f"({time.perf_counter() - t0:.0f}s so far)"
