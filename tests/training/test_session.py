@@ -123,3 +123,16 @@ def test_a_folder_holding_a_run_is_refused(tmp_path, capsys):
 def test_plan_rejects_an_epoch_without_steps(tmp_path):
     with T.start_run(make_args(tmp_path), task="test") as run, pytest.raises(ValueError, match="no step"):
         run.plan(0, per_batch=4)
+
+
+def test_plan_drop_last_leaves_out_the_partial_batch(tmp_path):
+    """26 items in batches of 4: 7 steps an epoch (the last one of 2 items), or the 6 full ones with drop_last."""
+    order = {}
+    for drop_last, steps in ((False, 7), (True, 6)):
+        with T.start_run(make_args(tmp_path / str(drop_last), epochs=1), task="test") as run:
+            assert run.plan(26, per_batch=4, drop_last=drop_last) == steps == run.steps_per_epoch
+            ((_, batches),) = run.epochs(26, per_batch=4)
+            order[drop_last] = batches
+    assert [len(b) for b in order[False]] == [4] * 6 + [2] and order[True] == order[False][:6]
+    with T.start_run(make_args(tmp_path / "few"), task="test") as run, pytest.raises(ValueError, match="no step"):
+        run.plan(3, per_batch=4, drop_last=True)  # a partial batch only
