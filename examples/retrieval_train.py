@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 loss = compute_loss(ddp, batch, args) if batch else None  # None: an unreadable image
                 if not run.optimizer_step(loss):
                     break
+                run.show(scale=f"{float(model.logit_scale.detach()):.1f}")  # the learned 1 / temperature
             if run.epoch_complete:
                 metrics = evaluate(model, val, texts, text_to_image, args, run.dist)
                 run.end_epoch(row_of(metrics) | {"scale": float(model.logit_scale.detach())})

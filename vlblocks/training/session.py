@@ -82,6 +82,7 @@ class TrainingRun:
         self.history: list[dict[str, Any]] = []
         self.code, self.stopped, self.steps_per_epoch, self.total = 0, False, 0, 0
         self._run_steps, self._tracked, self._bar, self._t_epoch = 0, {}, None, time.perf_counter()
+        self._postfix: dict[str, str] = {}
         self._signal = stop_on_signal(message="stop requested: saving a checkpoint at the end of this step")
         self._stop = None
 
@@ -223,13 +224,20 @@ class TrainingRun:
                 loss_sum=self.state["loss_sum"] + decision.loss, loss_count=self.state["loss_count"] + 1
             )
             lr = optimizer.param_groups[0]["lr"]
-            self._bar.set_postfix(loss=f"{decision.loss:.3f}", lr=f"{lr:.1e}")
+            self._postfix = {"loss": f"{decision.loss:.3f}", "lr": f"{lr:.1e}"}
+            self._bar.set_postfix(self._postfix)
         self.state["step"] += 1
         self._run_steps += 1
         self.stopped = decision.stop
         if self.args.save_every and self.step % self.args.save_every == 0 and not self.stopped:
             self.save()
         return not self.stopped
+
+    def show(self, **values: Any) -> None:
+        """Show `values` on the progress bar after the last step's loss and lr (e.g. a learned temperature)."""
+        self._postfix.update({k: str(v) for k, v in values.items()})
+        if self._bar is not None:
+            self._bar.set_postfix(self._postfix)
 
     @property
     def over(self) -> bool:
