@@ -56,45 +56,39 @@ METRICS = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10")
 
 
 def parse_args(argv: list[str] | None = None):
-    p = T.make_parser(__doc__)
+    p, count, number = T.make_parser(__doc__), T.positive_int, T.positive_float
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=["shapes", "coco"], default="shapes")
     g.add_argument("--data-root", type=Path, default=None, help="COCO folder (with --data coco)")
-    g.add_argument("--num-scenes", type=T.positive_int, default=8000, help="ShapesWorld train scenes")
-    g.add_argument("--val-scenes", type=T.positive_int, default=1000, help="ShapesWorld validation scenes")
+    g.add_argument("--num-scenes", type=count, default=8000, help="ShapesWorld train scenes")
+    g.add_argument("--val-scenes", type=count, default=1000, help="ShapesWorld validation scenes")
     g.add_argument(
         "--captions", choices=["full", "all"], default="full", help="train on the full caption or all"
     )
-    g.add_argument("--image-size", type=T.positive_int, default=64)
-    g.add_argument("--max-length", type=T.positive_int, default=64, help="caption tokens")
+    g.add_argument("--image-size", type=count, default=64)
+    g.add_argument("--max-length", type=count, default=64, help="caption tokens")
     g = p.add_argument_group("model")
-    g.add_argument(
-        "--init", default=None, help="fine-tune (or --eval-only) a run folder or an HF CLIP name / path"
-    )
+    g.add_argument("--init", help="fine-tune (or --eval-only) a run folder or an HF CLIP name / path")
     g.add_argument(
         "--image-encoder", default="tiny-cnn", help="tiny-cnn | tiny-vit | a timm / HF name or path"
     )
     g.add_argument(
         "--text-encoder", default="tiny-gru", help="tiny-gru | tiny-bert | tiny-roberta | an HF name or path"
     )
-    g.add_argument("--dim", type=T.positive_int, default=64, help="tiny tower width")
-    g.add_argument(
-        "--text-depth", type=T.positive_int, default=2, help="tiny text encoder layers (GRU / BERT)"
-    )
-    g.add_argument("--heads", type=T.positive_int, default=2)
-    g.add_argument("--patch-size", type=T.positive_int, default=8, help="tiny image towers: pixels per token")
-    g.add_argument("--embed-dim", type=T.positive_int, default=64, help="shared embedding width")
+    g.add_argument("--dim", type=count, default=64, help="tiny tower width")
+    g.add_argument("--text-depth", type=count, default=2, help="tiny text encoder layers (GRU / BERT)")
+    g.add_argument("--heads", type=count, default=2)
+    g.add_argument("--patch-size", type=count, default=8, help="tiny image towers: pixels per token")
+    g.add_argument("--embed-dim", type=count, default=64, help="shared embedding width")
     g.add_argument("--pool", choices=["grid", "cls"], default="grid", help="image summary: cell grid or mean")
     g.add_argument(
         "--pool-cells",
-        type=T.positive_int,
+        type=count,
         default=8,
         help="--pool grid: c x c cells (8: every token of a 64 px image)",
     )
     g.add_argument("--loss", choices=["clip", "siglip"], default="clip")
-    g.add_argument(
-        "--temperature", type=T.positive_float, default=0.07, help="initial (or fixed) temperature"
-    )
+    g.add_argument("--temperature", type=number, default=0.07, help="initial (or fixed) temperature")
     g.add_argument("--learnable-temperature", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument(
         "--hard-negatives",
@@ -105,7 +99,7 @@ def parse_args(argv: list[str] | None = None):
     )
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr-decay", choices=["cosine", "linear", "none"], default="cosine")
-    g.add_argument("--eval-batch-size", type=T.positive_int, default=250)
+    g.add_argument("--eval-batch-size", type=count, default=250)
     T.add_run_args(p, task="retrieval", epochs=7, batch_size=64, lr=2e-3, weight_decay=0.05)
     args = p.parse_args(argv)
     if args.data == "coco" and args.data_root is None:
@@ -150,10 +144,8 @@ def build_model(args, train, say):
         say(f"initialised from the run {args.init}")
         return run.model.train(), run.preset
     preset = RetrievalPreset.from_dict({**vars(args), "clip": args.init or ""})
-    tokenizer = None
-    if not args.init and preset.text_encoder.startswith("tiny-"):
-        texts = [c for item in _records(train) for c in item]
-        tokenizer = build_word_tokenizer(texts)
+    tiny_text = not args.init and preset.text_encoder.startswith("tiny-")  # a word tokenizer of the captions
+    tokenizer = build_word_tokenizer([c for item in _records(train) for c in item]) if tiny_text else None
     if args.init:
         say(f"initialised from the CLIP model {args.init}")
     return build_dual_encoder(preset, tokenizer=tokenizer), preset
@@ -223,18 +215,10 @@ def evaluate(model, val, texts, text_to_image, args, dist) -> dict:
     """Recall@1/5/10 and ranks both ways over the whole validation split (each rank embeds its share)."""
     model.eval()
     n, b = len(val), args.eval_batch_size
-    rows = []
-    for s in T.progress(
-        list(range(0, n, b))[dist.rank :: dist.world_size], desc="eval", leave=False, enabled=dist.is_main
-    ):
-        rows.append(
-            (
-                s,
-                model.encode_image(
-                    pixels(model, [val[i]["image"] for i in range(s, min(s + b, n))])
-                ).tolist(),
-            )
-        )
+    rows, starts = [], list(range(0, n, b))[dist.rank :: dist.world_size]  # this rank's image batches
+    for s in T.progress(starts, desc="eval", leave=False, enabled=dist.is_main):
+        batch = pixels(model, [val[i]["image"] for i in range(s, min(s + b, n))])  # (b, 3, S, S)
+        rows.append((s, model.encode_image(batch).tolist()))
     for s in list(range(0, len(texts), b))[dist.rank :: dist.world_size]:
         rows.append((-1 - s, model.encode_text(**tokens(model, texts[s : s + b], args)).tolist()))
     rows = sorted(T.gather_lists(rows), key=lambda r: (r[0] < 0, abs(r[0])))
@@ -251,139 +235,56 @@ def evaluate(model, val, texts, text_to_image, args, dist) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dist = T.setup_distributed(device=None if args.device == "auto" else args.device)
-    say = lambda *a: T.say(*a, enabled=dist.is_main)  # noqa: E731
     if args.eval_only and not args.init:
-        return evaluate_saved_run(args, dist)
-    try:
-        out = T.prepare_run_dir(
-            args.output_dir, resume=args.resume, overwrite=args.overwrite, main=dist.is_main
+        return evaluate_saved_run(args)
+    with T.start_run(args, task="retrieval") as run:
+        train, val, texts, text_to_image = build_data(args)
+        run.say(
+            f"data: {len(train)} train pairs, {len(val)} val images / {len(texts)} val queries ({time.perf_counter() - run.t0:.1f}s)"
         )
-    except T.RunFolderError as err:
-        raise SystemExit(str(err)) from None
-    T.barrier()  # every rank has looked at the folder before rank 0 writes into it
-    t0, ckpt = time.perf_counter(), out / "checkpoint"
-    T.seed_everything(args.seed)
-    train, val, texts, text_to_image = build_data(args)
-    say(
-        f"data: {len(train)} train pairs, {len(val)} val images / {len(texts)} val queries ({time.perf_counter() - t0:.1f}s)"
-    )
-    say(shared_caption_note(texts, text_to_image))
-    T.seed_everything(args.seed)  # the model's init does not depend on how much randomness the data used
-    model, preset = build_model(args, train, say)
-    model.to(dist.device)
-    if dist.is_main:
-        T.save_run_config(out, task="retrieval", args=args, model=preset.to_dict())
-        model.tokenizer.save_pretrained(out / "tokenizer")
-    if args.eval_only:  # --init X --eval-only: the report's "evaluate a checkpoint" mode
-        metrics = evaluate(model, val, texts, text_to_image, args, dist)
-        if dist.is_main:
-            report(model, val, texts, metrics, [{"eval_only": True, **row_of(metrics)}], out)
-        return 0
+        run.say(shared_caption_note(texts, text_to_image))
+        T.seed_everything(args.seed)  # the model's init does not depend on how much randomness the data used
+        model, preset = build_model(args, train, run.say)
+        model.to(run.dist.device)
+        run.save_config(model=preset.to_dict())
+        if run.dist.is_main:
+            model.tokenizer.save_pretrained(run.out / "tokenizer")
+        if args.eval_only:  # --init X --eval-only: the report's "evaluate a checkpoint" mode
+            metrics = evaluate(model, val, texts, text_to_image, args, run.dist)
+            if run.dist.is_main:
+                report(model, val, texts, metrics, [{"eval_only": True, **row_of(metrics)}], run.out)
+            return 0
+        try:
+            total = run.plan(len(train), per_batch=args.batch_size, drop_last=True)  # full batches only
+        except ValueError as err:  # fewer pairs than one batch on every process
+            raise SystemExit(f"--batch-size {args.batch_size}: {err}") from None
+        run.track(model=model, **make_optimizer(model, args, total))
+        run.restore()
+        n_params, world = sum(p.numel() for p in model.parameters()), run.dist.world_size
+        run.say(f"model: {n_params:,} parameters; {total} steps of {args.batch_size} x {world} pairs")
+        ddp = T.wrap_ddp(model, run.dist)
+        for _, batches in run.epochs(len(train), per_batch=args.batch_size):
+            for indices in run.progress(batches):
+                batch = train_batch(model, train, indices, args, run.step * world + run.dist.rank)
+                loss = compute_loss(ddp, batch, args) if batch else None  # None: an unreadable image
+                if not run.optimizer_step(loss):
+                    break
+                run.show(scale=f"{float(model.logit_scale.detach()):.1f}")  # the learned 1 / temperature
+            if run.epoch_complete:
+                metrics = evaluate(model, val, texts, text_to_image, args, run.dist)
+                run.end_epoch(row_of(metrics) | {"scale": float(model.logit_scale.detach())})
+            run.save()
+        if run.completed and run.dist.is_main:
+            report(model, val, texts, metrics, run.history, run.out)
+        return run.finish()
 
-    steps_per_epoch = len(train) // args.batch_size // dist.world_size
-    if steps_per_epoch == 0:
-        raise SystemExit(
-            f"--batch-size {args.batch_size} x {dist.world_size} processes exceeds the {len(train)} training pairs"
-        )
-    total = min(args.epochs * steps_per_epoch, args.max_steps or 10**12)
-    resumed = args.resume and T.has_checkpoint(ckpt)
-    state = T.read_checkpoint_state(ckpt) if resumed else {"step": 0, "loss_sum": 0.0, "loss_count": 0}
+
+def make_optimizer(model, args, total: int) -> dict:
+    """AdamW (no decay on 1-D parameters) and the warm-up + decay schedule over `total` steps."""
     optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = T.build_scheduler(
-        optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total), decay=args.lr_decay
-    )
-    if resumed:
-        T.load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
-        say(f"resumed from {ckpt} at step {state['step']}")
-    say(
-        f"model: {sum(p.numel() for p in model.parameters()):,} parameters; {total} steps of {args.batch_size} x {dist.world_size} pairs"
-    )
-    ddp = T.wrap_ddp(model, dist)
-    log, history = T.MetricLogger(out / "metrics.jsonl", rank=dist.rank), []
-
-    def save() -> None:
-        if dist.is_main:
-            T.save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
-
-    step, run_steps, code, stopped = state["step"], 0, 0, False
-    epoch0, first = T.resume_position(step, steps_per_epoch)
-    with T.stop_on_signal(message="stop requested: saving a checkpoint at the end of this step") as stop:
-        for epoch in range(epoch0, args.epochs):
-            batches = T.shard_batches(
-                len(train),
-                per_batch=args.batch_size,
-                seed=args.seed,
-                epoch=epoch,
-                rank=dist.rank,
-                world_size=dist.world_size,
-            )
-            t_epoch = time.perf_counter()
-            bar = T.progress(
-                range(first if epoch == epoch0 else 0, steps_per_epoch),
-                desc=f"epoch {epoch + 1}/{args.epochs}",
-                enabled=dist.is_main,
-            )
-            for b in bar:
-                if step >= total:
-                    break
-                T.reseed(args.seed, step, dist.rank, world_size=dist.world_size)
-                batch = train_batch(model, train, batches[b], args, step * dist.world_size + dist.rank)
-                loss = compute_loss(ddp, batch, args) if batch else None
-                decision = T.agree(loss, stop=stop.requested or run_steps + 1 == args.stop_after)
-                if decision.nonfinite:
-                    say(
-                        f"non-finite loss at step {step}: stopping; the last good checkpoint in {ckpt} is kept"
-                    )
-                    code = 1
-                    break
-                if (
-                    not decision.skip
-                ):  # a batch unreadable on any rank is skipped by all (the step still counts)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    state.update(
-                        loss_sum=state["loss_sum"] + decision.loss, loss_count=state["loss_count"] + 1
-                    )
-                    bar.set_postfix(
-                        loss=f"{decision.loss:.3f}", scale=f"{float(model.logit_scale.detach()):.1f}"
-                    )
-                step, run_steps, stopped = step + 1, run_steps + 1, decision.stop
-                state["step"] = step
-                if stopped:
-                    break
-                if args.save_every and step % args.save_every == 0:
-                    save()
-            if code:
-                break
-            if (step % steps_per_epoch == 0 or step >= total) and state[
-                "loss_count"
-            ]:  # the epoch is complete
-                metrics = evaluate(model, val, texts, text_to_image, args, dist)
-                row = {"epoch": epoch + 1, "step": step, "loss": state["loss_sum"] / state["loss_count"]}
-                row |= row_of(metrics) | {
-                    "scale": float(model.logit_scale.detach()),
-                    "time_s": time.perf_counter() - t_epoch,
-                }
-                log.log(**row)
-                history.append(row)
-                say(T.format_table([row]) if len(history) == 1 else T.format_table([row]).splitlines()[-1])
-                state.update(loss_sum=0.0, loss_count=0)
-            save()
-            if stopped or step >= total:
-                break
-    if not code and step < total:
-        say(f"stopped at step {step}/{total}; checkpoint in {ckpt}; continue with --resume")
-    elif not code and dist.is_main and history:
-        report(model, val, texts, metrics, history, out)
-        say(f"done in {time.perf_counter() - t0:.0f}s; outputs in {out}")
-    T.cleanup_distributed()
-    return code
+    warmup = T.warmup_steps_for(args.warmup, total)
+    scheduler = T.build_scheduler(optimizer, total_steps=total, warmup_steps=warmup, decay=args.lr_decay)
+    return {"optimizer": optimizer, "scheduler": scheduler}
 
 
 def row_of(metrics: dict) -> dict:
@@ -407,12 +308,15 @@ def shared_caption_note(texts: list[str], text_to_image: list[int]) -> str:
 # ----------------------------------------------------------------------------- saved runs and the report
 
 
-def evaluate_saved_run(args, dist) -> int:
-    """--eval-only: re-evaluate the run in --output-dir and rewrite its report."""
+def evaluate_saved_run(args) -> int:
+    """--eval-only: re-evaluate the run in --output-dir and rewrite its report (each rank embeds its share)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dist = T.setup_distributed(device=None if args.device == "auto" else args.device)
     out = Path(args.output_dir)
     run = load_run(out)
     _, val, texts, text_to_image = build_data(args)
-    print(shared_caption_note(texts, text_to_image))
+    T.say(shared_caption_note(texts, text_to_image), enabled=dist.is_main)
     metrics = evaluate(run.model, val, texts, text_to_image, args, dist)
     history = T.read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
     if dist.is_main:

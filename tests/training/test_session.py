@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 import pytest
 import torch
@@ -123,3 +124,30 @@ def test_a_folder_holding_a_run_is_refused(tmp_path, capsys):
 def test_plan_rejects_an_epoch_without_steps(tmp_path):
     with T.start_run(make_args(tmp_path), task="test") as run, pytest.raises(ValueError, match="no step"):
         run.plan(0, per_batch=4)
+
+
+def test_plan_drop_last_leaves_out_the_partial_batch(tmp_path):
+    """26 items in batches of 4: 7 steps an epoch (the last one of 2 items), or the 6 full ones with drop_last."""
+    order = {}
+    for drop_last, steps in ((False, 7), (True, 6)):
+        with T.start_run(make_args(tmp_path / str(drop_last), epochs=1), task="test") as run:
+            assert run.plan(26, per_batch=4, drop_last=drop_last) == steps == run.steps_per_epoch
+            ((_, batches),) = run.epochs(26, per_batch=4)
+            order[drop_last] = batches
+    assert [len(b) for b in order[False]] == [4] * 6 + [2] and order[True] == order[False][:6]
+    with T.start_run(make_args(tmp_path / "few"), task="test") as run:
+        with pytest.raises(ValueError, match="no step"):
+            run.plan(3, per_batch=4, drop_last=True)  # a partial batch only
+
+
+def test_show_puts_values_on_the_progress_bar(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar is drawn
+    model = nn.Linear(3, 1)
+    with T.start_run(make_args(tmp_path, epochs=1), task="test") as run:
+        run.track(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+        for _, batches in run.epochs(8, per_batch=4):
+            for _ in run.progress(batches):
+                run.optimizer_step(model(torch.ones(4, 3)).pow(2).mean())
+                run.show(scale=f"{12.5:.1f}")
+    err = capsys.readouterr().err
+    assert "loss=" in err and "lr=" in err and "scale=12.5" in err

@@ -82,6 +82,7 @@ class TrainingRun:
         self.history: list[dict[str, Any]] = []
         self.code, self.stopped, self.steps_per_epoch, self.total = 0, False, 0, 0
         self._run_steps, self._tracked, self._bar, self._t_epoch = 0, {}, None, time.perf_counter()
+        self._postfix: dict[str, str] = {}
         self._signal = stop_on_signal(message="stop requested: saving a checkpoint at the end of this step")
         self._stop = None
 
@@ -140,11 +141,13 @@ class TrainingRun:
 
     # ------------------------------------------------------------------------- the loop
 
-    def plan(self, groups: int | Sequence[Sequence[int]], *, per_batch: int) -> int:
+    def plan(self, groups: int | Sequence[Sequence[int]], *, per_batch: int, drop_last: bool = False) -> int:
         """Fix the steps of an epoch (per rank: every rank takes the same number) and return the run's total:
-        ``--epochs`` of them, capped by ``--max-steps``. Call it before building a schedule over the total."""
+        ``--epochs`` of them, capped by ``--max-steps``. Call it before building a schedule over the total.
+        `drop_last`: every step takes a full batch (an epoch's last, partial batch is left out)."""
         num = groups if isinstance(groups, int) else len(groups)
-        self.steps_per_epoch = math.ceil(num / per_batch) // self.dist.world_size
+        batches = num // per_batch if drop_last else math.ceil(num / per_batch)
+        self.steps_per_epoch = batches // self.dist.world_size
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"an epoch has no step: {num} groups in batches of {per_batch} over {self.dist.world_size} "
@@ -165,8 +168,9 @@ class TrainingRun:
         )
 
     def epochs(self, groups: int | Sequence[Sequence[int]], *, per_batch: int) -> Iterator[tuple[int, list]]:
-        """``(epoch, batches)`` from the resume position on; the first epoch of a resume starts at its first batch
-        not yet done. Ends after the last epoch, at ``--max-steps``, on a stop request or a non-finite loss."""
+        """``(epoch, batches)`` from the resume position on: the epoch's planned batches (``plan``), those of a
+        resumed epoch from its first batch not yet done. Ends after the last epoch, at ``--max-steps``, on a stop
+        request or a non-finite loss."""
         if not self.steps_per_epoch:
             self.plan(groups, per_batch=per_batch)
         epoch0, first = resume_position(self.step, self.steps_per_epoch)
@@ -175,7 +179,7 @@ class TrainingRun:
                 return
             self._epoch = epoch
             batches = self.epoch_batches(groups, per_batch=per_batch, epoch=epoch)
-            yield epoch, batches[first if epoch == epoch0 else 0 :]
+            yield epoch, batches[first if epoch == epoch0 else 0 : self.steps_per_epoch]
 
     def progress(self, batches: list) -> Iterator[Any]:
         """Each batch under a progress bar, the global RNG reseeded from (seed, step, rank) first (dropout and
@@ -220,13 +224,20 @@ class TrainingRun:
                 loss_sum=self.state["loss_sum"] + decision.loss, loss_count=self.state["loss_count"] + 1
             )
             lr = optimizer.param_groups[0]["lr"]
-            self._bar.set_postfix(loss=f"{decision.loss:.3f}", lr=f"{lr:.1e}")
+            self._postfix = {"loss": f"{decision.loss:.3f}", "lr": f"{lr:.1e}"}
+            self._bar.set_postfix(self._postfix)
         self.state["step"] += 1
         self._run_steps += 1
         self.stopped = decision.stop
         if self.args.save_every and self.step % self.args.save_every == 0 and not self.stopped:
             self.save()
         return not self.stopped
+
+    def show(self, **values: Any) -> None:
+        """Show `values` on the progress bar after the last step's loss and lr (e.g. a learned temperature)."""
+        self._postfix.update({k: str(v) for k, v in values.items()})
+        if self._bar is not None:
+            self._bar.set_postfix(self._postfix)
 
     @property
     def over(self) -> bool:
