@@ -2,10 +2,10 @@
 
 The course report's comparison (four heads on frozen DINOv2 patch features), offline: by default ShapesWorld with
 colour-shape masks (19 classes) and a tiny ViT (conv stem, 4-pixel patches) pretrained here for about 2.5 minutes of
-CPU on the *shape* masks of a separate world (--pretrain counts / objects: image-level classification, how many
-objects of each colour-shape class a scene holds / each object's box; cached in the run folder), then frozen; a head
-learns the 19 classes from its patch tokens. `--head all` trains the four on the same frozen features and prints the
-table.
+CPU on image-level classification of a separate 6,000-scene world (--pretrain counts: how many objects of each
+colour-shape class a scene holds; --pretrain masks / objects: shape masks / each object's box), cached in the run
+folder, then frozen; a head learns the 19 classes from its patch tokens, standardised per channel. `--head all`
+trains the four on the same frozen features and prints the table.
 
 Commands:
     python examples/segmentation_train.py                          # ShapesWorld, tiny ViT, mask transformer head
@@ -19,7 +19,8 @@ Commands:
 
 --data-root holds images/ and masks/ (a mask is a PNG of class indices with the image's file stem; 255 is ignored);
 every tenth file (sorted) is validation. ShapesWorld.export() writes such masks. Writes --output-dir
-(runs/segmentation): run_config.json, backbone.safetensors (the pretrained tiny ViT), metrics.jsonl, checkpoint/
+(runs/segmentation): run_config.json, backbone.safetensors (the pretrained tiny ViT), token_stats.safetensors
+(the tokens' per-channel mean and std the heads read them standardised with), metrics.jsonl, checkpoint/
 (one folder per head with --head all), summary.json, miou.png and class_iou.png (matplotlib), predictions.png.
 """
 
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from vlblocks import training as T
@@ -315,6 +316,8 @@ def setup(args, out: Path, dist, say):
     if args.standardize:  # per-channel statistics of the training tokens, as MAE's linear probe's BatchNorm
         mean, std = train_x.mean((0, 1)), train_x.std((0, 1)).clamp(min=1e-6)  # (D,)
         train_x, val_x = (train_x - mean) / std, (val_x - mean) / std
+        if dist.is_main:  # what a head of this run expects its tokens to be standardised with
+            save_file({"mean": mean, "std": std}, str(out / "token_stats.safetensors"))
     say(
         f"features: {tuple(train_x.shape)} frozen patch tokens on a {grid[0]}x{grid[1]} grid "
         f"({time.perf_counter() - t0:.0f}s so far)"
