@@ -259,10 +259,8 @@ def evaluate(model: ViTClassifier, data: dict, dist, batch_size: int = 256) -> d
     order = sorted(range(len(idx)), key=idx.__getitem__)
     preds = [preds[i] for i in order]
     labels = data["labels"].tolist()
-    per_class = {}
-    for c in sorted(set(labels)):
-        hits = [p == y for p, y in zip(preds, labels) if y == c]
-        per_class[c] = sum(hits) / len(hits)
+    hits = {c: [p == y for p, y in zip(preds, labels) if y == c] for c in sorted(set(labels))}
+    per_class = {c: sum(h) / len(h) for c, h in hits.items()}
     accuracy = sum(p == y for p, y in zip(preds, labels)) / len(labels)
     return {"accuracy": accuracy, "per_class": per_class, "predictions": preds}
 
@@ -270,8 +268,7 @@ def evaluate(model: ViTClassifier, data: dict, dist, batch_size: int = 256) -> d
 def augment(images: torch.Tensor) -> torch.Tensor:
     """Random horizontal and vertical flips (B, 3, S, S): they keep the centre, and so the label."""
     b = images.shape[0]
-    flip_h = torch.rand(b) < 0.5
-    flip_v = torch.rand(b) < 0.5
+    flip_h, flip_v = torch.rand(b) < 0.5, torch.rand(b) < 0.5  # (B,) each
     images = torch.where(flip_h.view(b, 1, 1, 1), images.flip(-1), images)
     return torch.where(flip_v.view(b, 1, 1, 1), images.flip(-2), images)
 
