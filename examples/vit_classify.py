@@ -50,71 +50,47 @@ from vlblocks.utils import count_parameters
 
 __all__ = ["ViTClassifier", "build_model", "load_data", "load_peft_run", "load_run"]
 
-CONTROL = (
-    "output_dir",
-    "resume",
-    "overwrite",
-    "eval_only",
-    "ask",
-    "stop_after",
-    "threads",
-    "device",
-    "save_every",
-)
+# the flags that steer this invocation; a saved run's own flags win for the rest
+CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "ask", "stop_after", "threads", "device", "save_every")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 ADAPTER, MODULES = "adapter", "trained_modules.safetensors"  # PEFT runs: peft adapter folder, other trained tensors
 
 
 def parse_args(argv: list[str] | None = None):
-    p = T.make_parser(__doc__)
+    p, count, size, share = T.make_parser(__doc__), T.positive_int, T.nonneg_int, T.fraction
     g = p.add_argument_group("data")
-    g.add_argument(
-        "--image-dir", type=Path, default=None, help="one sub-folder per class (default: ShapesWorld)"
-    )
-    g.add_argument("--val-fraction", type=T.fraction, default=0.1, help="held out per class (--image-dir)")
-    g.add_argument("--num-scenes", type=T.positive_int, default=8000, help="ShapesWorld train scenes")
-    g.add_argument("--val-scenes", type=T.positive_int, default=500, help="ShapesWorld validation scenes")
-    g.add_argument(
-        "--image-size", type=T.nonneg_int, default=0, help="input side (0: 64 tiny, else the model's)"
-    )
-    g.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="random horizontal / vertical flips",
-    )
+    g.add_argument("--image-dir", type=Path, help="one sub-folder per class (default: ShapesWorld)")
+    g.add_argument("--val-fraction", type=share, default=0.1, help="held out per class (--image-dir)")
+    g.add_argument("--num-scenes", type=count, default=8000, help="ShapesWorld train scenes")
+    g.add_argument("--val-scenes", type=count, default=500, help="ShapesWorld validation scenes")
+    g.add_argument("--image-size", type=size, default=0, help="input side (0: 64 tiny, else the model's)")
+    flips = "random horizontal / vertical flips"
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help=flips)
     g = p.add_argument_group("model")
-    g.add_argument(
-        "--model", default="tiny-vit", help="tiny-vit | a timm name (vit_small_patch16_224) or folder"
-    )
+    models = "tiny-vit | a timm name (vit_small_patch16_224) or folder"
+    g.add_argument("--model", default="tiny-vit", help=models)
     g.add_argument("--pretrained", action="store_true", help="load the timm / hub weights")
-    g.add_argument("--dim", type=T.positive_int, default=64, help="tiny-vit width")
-    g.add_argument("--depth", type=T.positive_int, default=3, help="tiny-vit blocks")
-    g.add_argument("--heads", type=T.positive_int, default=4, help="tiny-vit heads")
-    g.add_argument("--patch-size", type=T.positive_int, default=8, help="tiny-vit pixels per patch side")
-    g.add_argument(
-        "--stem",
-        choices=["conv", "patch"],
-        default="conv",
-        help="tiny-vit: conv stem (Xiao et al. 2021) or patchify",
-    )
+    g.add_argument("--dim", type=count, default=64, help="tiny-vit width")
+    g.add_argument("--depth", type=count, default=3, help="tiny-vit blocks")
+    g.add_argument("--heads", type=count, default=4, help="tiny-vit heads")
+    g.add_argument("--patch-size", type=count, default=8, help="tiny-vit pixels per patch side")
+    stem = "tiny-vit: conv stem (Xiao et al. 2021) or patchify"
+    g.add_argument("--stem", choices=["conv", "patch"], default="conv", help=stem)
     g.add_argument("--pool", choices=["cls", "mean"], default="cls", help="CLS token or mean of the patches")
-    g.add_argument("--hidden-dim", type=T.nonneg_int, default=0, help="head hidden width (0: linear head)")
-    g.add_argument("--dropout", type=T.fraction, default=0.0, help="before the head's last layer")
+    g.add_argument("--hidden-dim", type=size, default=0, help="head hidden width (0: linear head)")
+    g.add_argument("--dropout", type=share, default=0.0, help="before the head's last layer")
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--peft", choices=["full", "lora", "linear-probe"], default="full")
-    g.add_argument("--lora-r", type=T.positive_int, default=8)
+    g.add_argument("--lora-r", type=count, default=8)
     g.add_argument("--lora-alpha", type=T.positive_float, default=None, help="default 2 * r")
     g.add_argument("--lora-targets", default="qkv,proj", help="comma-separated module names / regexes")
     g.add_argument("--lr-decay", choices=["cosine", "linear", "none"], default="cosine")
-    g.add_argument("--label-smoothing", type=T.fraction, default=0.0)
+    g.add_argument("--label-smoothing", type=share, default=0.0)
     T.add_run_args(p, task="vit", epochs=10, batch_size=32, lr=1e-3, weight_decay=0.05)
     p.add_argument("--ask", metavar="IMAGE", help="class probabilities of an image with the trained run")
     args = p.parse_args(argv)
     if args.image_dir is not None and not args.image_dir.is_dir():
         p.error(f"--image-dir {args.image_dir} is not a folder")
-    if args.image_dir is None and args.val_fraction >= 1:
-        p.error(f"--val-fraction must be below 1, got {args.val_fraction}")
     if args.resume or args.eval_only or args.ask:  # a run folder describes itself: its own flags win
         args = T.restore_run_args(args, keep=CONTROL, error=p.error)
     return args
@@ -124,21 +100,18 @@ def parse_args(argv: list[str] | None = None):
 
 
 def _folder_items(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    return [
-        (f, c)
-        for c, name in enumerate(classes)
-        for f in sorted((folder / name).iterdir())
-        if f.suffix.lower() in IMAGE_EXTS
-    ]
+    """(image file, class index) of every image in folder/<class name>/."""
+    files = [(sorted((folder / name).iterdir()), c) for c, name in enumerate(classes)]
+    return [(f, c) for names, c in files for f in names if f.suffix.lower() in IMAGE_EXTS]
 
 
 def load_data(args, size: int) -> tuple[dict, dict, list[str]]:
     """({"images": uint8 (N, 3, S, S), "labels": (N,)} for train and val, class names)."""
     if args.image_dir is None:
-        train = ShapesWorld(
-            "train", num_scenes=args.num_scenes, image_size=size, seed=args.seed
-        ).classification()
-        val = ShapesWorld("val", num_scenes=args.val_scenes, image_size=size, seed=args.seed).classification()
+        train, val = (
+            ShapesWorld(split, num_scenes=n, image_size=size, seed=args.seed).classification()
+            for split, n in (("train", args.num_scenes), ("val", args.val_scenes))
+        )
         views = [(train.world.images, train.labels()), (val.world.images, val.labels())]
         split = [{"images": x, "labels": torch.tensor(y)} for x, y in views]  # (N, 3, S, S) uint8
         return split[0], split[1], list(train.class_names)
@@ -156,13 +129,9 @@ def load_data(args, size: int) -> tuple[dict, dict, list[str]]:
             val_items, train_items = val_items + items[:k], train_items + items[k:]
     if len(classes) < 2 or not train_items or not val_items:
         raise SystemExit(f"--image-dir {root}: need >= 2 class folders with images in train and val")
-    split = [
-        {
-            "images": stack_images([load_image(f) for f, _ in items], size),
-            "labels": torch.tensor([c for _, c in items]),
-        }
-        for items in (train_items, val_items)
-    ]
+    images = [stack_images([load_image(f) for f, _ in it], size) for it in (train_items, val_items)]
+    labels = [torch.tensor([c for _, c in it]) for it in (train_items, val_items)]
+    split = [{"images": x, "labels": y} for x, y in zip(images, labels)]  # (N, 3, S, S) uint8, (N,)
     return split[0], split[1], classes
 
 
@@ -178,9 +147,8 @@ class ViTClassifier(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.encoder(pixel_values)
-        pooled = (
-            out.cls if self.pool == "cls" else out.tokens[:, self.encoder.num_prefix_tokens :].mean(1)
-        )  # (B, D)
+        patches = out.tokens[:, self.encoder.num_prefix_tokens :]  # (B, N, D)
+        pooled = out.cls if self.pool == "cls" else patches.mean(1)  # (B, D)
         return self.head(pooled)  # (B, C)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -195,38 +163,18 @@ def build_model(args, num_classes: int, *, pretrained: bool | None = None) -> Vi
 
         from vlblocks.encoders.conv_stem import ConvStem
 
-        size = args.image_size or 64
-        vit = VisionTransformer(
-            img_size=size,
-            patch_size=args.patch_size,
-            embed_dim=args.dim,
-            depth=args.depth,
-            num_heads=args.heads,
-            num_classes=0,
-            embed_layer=ConvStem,
-        )
+        shape = dict(patch_size=args.patch_size, embed_dim=args.dim, depth=args.depth, num_heads=args.heads)
+        vit = VisionTransformer(img_size=args.image_size or 64, num_classes=0, embed_layer=ConvStem, **shape)
         encoder = ImageEncoder(vit)
     elif args.model == "tiny-vit":
-        encoder = ImageEncoder.tiny(
-            "vit",
-            image_size=args.image_size or 64,
-            dim=args.dim,
-            depth=args.depth,
-            heads=args.heads,
-            patch_size=args.patch_size,
-        )
+        shape = dict(dim=args.dim, depth=args.depth, heads=args.heads, patch_size=args.patch_size)
+        encoder = ImageEncoder.tiny("vit", image_size=args.image_size or 64, **shape)
     else:
         pretrained = args.pretrained if pretrained is None else pretrained
-        encoder = ImageEncoder.from_pretrained(
-            args.model, pretrained=pretrained, image_size=args.image_size or None
-        )
-    model = ViTClassifier(
-        encoder,
-        num_classes,
-        hidden_dim=args.hidden_dim,
-        dropout=args.dropout,
-        pool=getattr(args, "pool", "cls"),
-    )
+        size = args.image_size or None  # None: the model's own input side
+        encoder = ImageEncoder.from_pretrained(args.model, pretrained=pretrained, image_size=size)
+    pool = getattr(args, "pool", "cls")
+    model = ViTClassifier(encoder, num_classes, hidden_dim=args.hidden_dim, dropout=args.dropout, pool=pool)
     if args.peft == "lora":
         targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
         alpha = args.lora_alpha or 2.0 * args.lora_r
@@ -262,9 +210,13 @@ def trained_modules(model: ViTClassifier) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in keep - lora}
 
 
-def save_peft(model: ViTClassifier, out: Path, args) -> None:
-    """--peft lora: the LoRA factors of the timm / HF model as a peft adapter folder (keys `base_model.model.
-    blocks.0.attn.qkv.lora_A.weight`, ...); lora and linear-probe: the other trained tensors, written atomically."""
+def save_peft(model: ViTClassifier, run: T.TrainingRun) -> None:
+    """Beside each checkpoint of a PEFT run (rank 0; none after a non-finite loss): --peft lora: the LoRA factors
+    of the timm / HF model as a peft adapter folder (keys `base_model.model.blocks.0.attn.qkv.lora_A.weight`,
+    ...); lora and linear-probe: the other trained tensors, written atomically."""
+    args, out = run.args, run.out
+    if args.peft == "full" or not run.dist.is_main or run.code:
+        return
     if args.peft == "lora":
         base = None if args.model == "tiny-vit" else args.model
         save_adapter(model.encoder.model, out / ADAPTER, base_model_name_or_path=base)
@@ -307,22 +259,16 @@ def evaluate(model: ViTClassifier, data: dict, dist, batch_size: int = 256) -> d
     order = sorted(range(len(idx)), key=idx.__getitem__)
     preds = [preds[i] for i in order]
     labels = data["labels"].tolist()
-    per_class = {}
-    for c in sorted(set(labels)):
-        hits = [p == y for p, y in zip(preds, labels) if y == c]
-        per_class[c] = sum(hits) / len(hits)
-    return {
-        "accuracy": sum(p == y for p, y in zip(preds, labels)) / len(labels),
-        "per_class": per_class,
-        "predictions": preds,
-    }
+    hits = {c: [p == y for p, y in zip(preds, labels) if y == c] for c in sorted(set(labels))}
+    per_class = {c: sum(h) / len(h) for c, h in hits.items()}
+    accuracy = sum(p == y for p, y in zip(preds, labels)) / len(labels)
+    return {"accuracy": accuracy, "per_class": per_class, "predictions": preds}
 
 
 def augment(images: torch.Tensor) -> torch.Tensor:
     """Random horizontal and vertical flips (B, 3, S, S): they keep the centre, and so the label."""
     b = images.shape[0]
-    flip_h = torch.rand(b) < 0.5
-    flip_v = torch.rand(b) < 0.5
+    flip_h, flip_v = torch.rand(b) < 0.5, torch.rand(b) < 0.5  # (B,) each
     images = torch.where(flip_h.view(b, 1, 1, 1), images.flip(-1), images)
     return torch.where(flip_v.view(b, 1, 1, 1), images.flip(-2), images)
 
@@ -332,137 +278,58 @@ def augment(images: torch.Tensor) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.ask or args.eval_only:
         return use_saved_run(args)
-    dist = T.setup_distributed(device=None if args.device == "auto" else args.device)
-    say = lambda *a: T.say(*a, enabled=dist.is_main)  # noqa: E731
-    try:
-        out = T.prepare_run_dir(
-            args.output_dir, resume=args.resume, overwrite=args.overwrite, main=dist.is_main
+    with T.start_run(args, task="vit") as run:
+        size = build_model(args, 1).encoder.image_config.size  # the model's input side, for the data
+        train, val, classes = load_data(args, size)
+        n_train = len(train["labels"])
+        run.say(
+            f"data: {n_train} train / {len(val['labels'])} val images, {len(classes)} classes, "
+            f"{size}px ({time.perf_counter() - run.t0:.1f}s)"
         )
-    except T.RunFolderError as err:
-        raise SystemExit(str(err)) from None
-    T.barrier()
-    t0, ckpt = time.perf_counter(), out / "checkpoint"
-    T.seed_everything(args.seed)
-    model = build_model(args, 1)  # built first for its input size; the head is rebuilt below
-    size = model.encoder.image_config.size
-    train, val, classes = load_data(args, size)
-    say(
-        f"data: {len(train['labels'])} train / {len(val['labels'])} val images, {len(classes)} classes, "
-        f"{size}px ({time.perf_counter() - t0:.1f}s)"
-    )
-    T.seed_everything(args.seed)  # the model's init does not depend on the data
-    model = build_model(args, len(classes))
-    configure_training(model, args.peft)
-    if dist.is_main:
-        T.save_run_config(out, task="vit", args=args, class_names=classes, image_size=size)
+        T.seed_everything(args.seed)  # the model's init does not depend on the data
+        model = build_model(args, len(classes))
+        configure_training(model, args.peft)
+        run.save_config(class_names=classes, image_size=size)
+        try:
+            total = run.plan(n_train, per_batch=args.batch_size, drop_last=True)  # full batches only
+        except ValueError:  # fewer images than one batch on every process
+            message = f"--batch-size {args.batch_size} is larger than the {n_train} train images"
+            raise SystemExit(message) from None
+        run.track(model=model, **make_optimizer(model, args, total))
+        run.restore()
+        trainable, n_params, percent = count_parameters(model)
+        run.say(
+            f"model: {args.model} ({args.peft}), {n_params:,} parameters, {trainable:,} trainable ({percent:.1f}%)"
+        )
+        ddp = T.wrap_ddp(model, run.dist)
+        for _, batches in run.epochs(n_train, per_batch=args.batch_size):
+            for indices in run.progress(batches):
+                images = augment(train["images"][indices]) if args.augment else train["images"][indices]
+                logits = ddp(model.preprocess(images))  # (B, C)
+                loss = F.cross_entropy(logits, train["labels"][indices], label_smoothing=args.label_smoothing)
+                if not run.optimizer_step(loss):
+                    break
+                if args.save_every and run.step % args.save_every == 0:  # optimizer_step saved a checkpoint
+                    save_peft(model, run)
+            if run.epoch_complete:
+                metrics = evaluate(model, val, run.dist)
+                run.end_epoch({"accuracy": metrics["accuracy"]})
+                run.state["accuracy"] = metrics["accuracy"]
+            run.save()
+            save_peft(model, run)
+        if run.completed and run.dist.is_main:
+            report(model, train, val, classes, metrics, T.read_jsonl(run.out / "metrics.jsonl"), run.out)
+        return run.finish()
 
-    steps_per_epoch = len(train["labels"]) // args.batch_size // dist.world_size
-    if steps_per_epoch == 0:
-        raise SystemExit(
-            f"--batch-size {args.batch_size} is larger than the {len(train['labels'])} train images"
-        )
-    total = min(args.epochs * steps_per_epoch, args.max_steps or 10**12)
-    resumed = args.resume and T.has_checkpoint(ckpt)
-    state = T.read_checkpoint_state(ckpt) if resumed else {"step": 0, "loss_sum": 0.0, "loss_count": 0}
+
+def make_optimizer(model, args, total: int) -> dict:
+    """AdamW (no decay on 1-D parameters) and the warm-up + decay schedule over `total` steps."""
     optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = T.build_scheduler(
-        optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total), decay=args.lr_decay
-    )
-    if resumed:
-        T.load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
-        say(f"resumed from {ckpt} at step {state['step']}")
-    trainable, n_params, percent = count_parameters(model)
-    say(
-        f"model: {args.model} ({args.peft}), {n_params:,} parameters, {trainable:,} trainable ({percent:.1f}%)"
-    )
-    ddp = T.wrap_ddp(model, dist)
-    log, history = T.MetricLogger(out / "metrics.jsonl", rank=dist.rank), []
-
-    def save() -> None:
-        if dist.is_main:
-            T.save_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
-            if args.peft != "full":
-                save_peft(model, out, args)
-
-    step, run_steps, code, stopped, metrics = state["step"], 0, 0, False, None
-    epoch0, first = T.resume_position(step, steps_per_epoch)
-    with T.stop_on_signal(message="stop requested: saving a checkpoint at the end of this step") as stop:
-        for epoch in range(epoch0, args.epochs):
-            batches = T.shard_batches(
-                len(train["labels"]),
-                per_batch=args.batch_size,
-                seed=args.seed,
-                epoch=epoch,
-                rank=dist.rank,
-                world_size=dist.world_size,
-            )
-            t_epoch = time.perf_counter()
-            bar = T.progress(
-                range(first if epoch == epoch0 else 0, steps_per_epoch),
-                desc=f"epoch {epoch + 1}/{args.epochs}",
-                enabled=dist.is_main,
-            )
-            for b in bar:
-                if step >= total:
-                    break
-                T.reseed(args.seed, step, dist.rank, world_size=dist.world_size)  # dropout / augmentation
-                images = train["images"][batches[b]]
-                images = augment(images) if args.augment else images
-                logits = ddp(model.preprocess(images))
-                loss = F.cross_entropy(
-                    logits, train["labels"][batches[b]], label_smoothing=args.label_smoothing
-                )
-                decision = T.agree(loss, stop=stop.requested or run_steps + 1 == args.stop_after)
-                if decision.nonfinite:
-                    say(
-                        f"non-finite loss at step {step}: stopping; the last good checkpoint in {ckpt} is kept"
-                    )
-                    code = 1
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                state.update(loss_sum=state["loss_sum"] + decision.loss, loss_count=state["loss_count"] + 1)
-                bar.set_postfix(loss=f"{decision.loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-                step, run_steps, stopped = step + 1, run_steps + 1, decision.stop
-                state["step"] = step
-                if stopped:
-                    break
-                if args.save_every and step % args.save_every == 0:
-                    save()
-            if code:
-                break
-            if (step % steps_per_epoch == 0 or step >= total) and state[
-                "loss_count"
-            ]:  # the epoch is complete
-                metrics = evaluate(model, val, dist)
-                row = {
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "loss": state["loss_sum"] / state["loss_count"],
-                    "accuracy": metrics["accuracy"],
-                    "time_s": time.perf_counter() - t_epoch,
-                }
-                log.log(**row)
-                history.append(row)
-                say(T.format_table([row]) if len(history) == 1 else T.format_table([row]).splitlines()[-1])
-                state.update(loss_sum=0.0, loss_count=0, accuracy=metrics["accuracy"])
-            save()
-            if stopped or step >= total:
-                break
-    if not code and step < total:
-        say(f"stopped at step {step}/{total}; checkpoint in {ckpt}; continue with --resume")
-    elif not code and dist.is_main and metrics is not None:
-        report(model, train, val, classes, metrics, T.read_jsonl(out / "metrics.jsonl"), out)
-        say(f"done in {time.perf_counter() - t0:.0f}s; outputs in {out}")
-    T.cleanup_distributed()
-    return code
+    warmup = T.warmup_steps_for(args.warmup, total)
+    scheduler = T.build_scheduler(optimizer, total_steps=total, warmup_steps=warmup, decay=args.lr_decay)
+    return {"optimizer": optimizer, "scheduler": scheduler}
 
 
 # ----------------------------------------------------------------------------- saved runs and the report
@@ -470,36 +337,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def use_saved_run(args) -> int:
     """--ask: class probabilities of an image file; --eval-only: re-evaluate the run and rewrite its report."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, config = load_run(args.output_dir)
     classes, size = config["class_names"], config["image_size"]
     if args.ask:
-        images = stack_images([load_image(args.ask)], size)
         with torch.no_grad():
-            probs = model(model.preprocess(images)).softmax(-1)[0]
+            probs = model(model.preprocess(stack_images([load_image(args.ask)], size))).softmax(-1)[0]  # (C,)
         top = probs.topk(min(5, len(classes)))
-        print(
-            T.format_table(
-                [
-                    {"class": classes[i], "probability": p}
-                    for p, i in zip(top.values.tolist(), top.indices.tolist())
-                ]
-            )
-        )
+        top = zip(top.values.tolist(), top.indices.tolist())
+        print(T.format_table([{"class": classes[i], "probability": p} for p, i in top]))
         return 0
-    dist = T.setup_distributed(device="cpu")
     train, val, _ = load_data(args, size)
-    metrics = evaluate(model, val, dist)
+    metrics = evaluate(model, val, T.setup_distributed(device="cpu"))
     out = Path(args.output_dir)
     history = T.read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
-    report(
-        model,
-        train,
-        val,
-        classes,
-        metrics,
-        [*history, {"eval_only": True, "accuracy": metrics["accuracy"]}],
-        out,
-    )
+    history.append({"eval_only": True, "accuracy": metrics["accuracy"]})
+    report(model, train, val, classes, metrics, history, out)
     return 0
 
 
@@ -514,13 +368,8 @@ def report(model, train, val, classes, metrics, history, out: Path) -> None:
     ]
     print("\n" + T.format_table(rows))
     print(f"majority-class baseline ({classes[common]}): {majority:.3f}; accuracy: {metrics['accuracy']:.3f}")
-    summary = {
-        "final": history[-1],
-        "accuracy": metrics["accuracy"],
-        "majority_baseline": majority,
-        "per_class": rows,
-        "class_names": classes,
-    }
+    summary = {"final": history[-1], "accuracy": metrics["accuracy"], "majority_baseline": majority}
+    summary |= {"per_class": rows, "class_names": classes}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     n = min(12, len(val["labels"]))
     texts = []
