@@ -110,3 +110,16 @@ def test_greedy_token_equals_argmax_over_a_wide_vocabulary():
     assert greedy_token(logits).tolist() == [300, 5, v - 3, 700, 0, v - 81]  # control: argmax's own choices
     narrow = torch.randn(3, 100)  # below 16 chunks: plain argmax
     assert torch.equal(greedy_token(narrow), narrow.argmax(-1))
+
+
+def test_one_row_relays_out_only_widening_linears(relayout):
+    """At one row the (in, out) copy is used where out >= in; a narrowing linear (GPT-2's MLP output projection)
+    keeps MKL's product on the (out, in) weight, which streams it faster there (docs/generation.md)."""
+    torch.manual_seed(0)
+    wide, narrow = torch.nn.Linear(8, 32), torch.nn.Linear(32, 8)
+    x, y = torch.randn(1, 8), torch.randn(1, 32)
+    torch.testing.assert_close(fast.fast_linear(wide, 1)(x), wide(x))
+    torch.testing.assert_close(fast.fast_linear(narrow, 1)(y), narrow(y))
+    assert id(wide.weight) in fast._CACHE and id(narrow.weight) not in fast._CACHE
+    fast.fast_linear(narrow, 3)  # more rows: re-laid out whatever the shape
+    assert id(narrow.weight) in fast._CACHE

@@ -62,6 +62,8 @@ def fast_linear(module: nn.Module, rows: int) -> Callable[[torch.Tensor], torch.
     weight, bias = module.weight, module.bias
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.numel() < _PACK_MIN_ELEMENTS:
         return lambda x: F.linear(x, weight, bias)
+    if rows == 1 and weight.shape[0] < weight.shape[1]:  # out < in: MKL's (out, in) product is the faster one
+        return lambda x: F.linear(x, weight, bias)
     kind = "t" if rows == 1 or not _onednn_available() else ("onednn", rows)
     key = (kind, weight.data_ptr(), weight._version)
     hit = _CACHE.get(id(weight))
