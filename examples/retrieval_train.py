@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             total = run.plan(len(train), per_batch=args.batch_size, drop_last=True)  # full batches only
         except ValueError as err:  # fewer pairs than one batch on every process
             raise SystemExit(f"--batch-size {args.batch_size}: {err}") from None
-        run.track(model=model, **make_optimizer(model, args, total))
+        run.track(model=model, **T.optimizer_for_run(model, args, total))
         run.restore()
         n_params, world = sum(p.numel() for p in model.parameters()), run.dist.world_size
         run.say(f"model: {n_params:,} parameters; {total} steps of {args.batch_size} x {world} pairs")
@@ -277,14 +277,6 @@ def main(argv: list[str] | None = None) -> int:
         if run.completed and run.dist.is_main:
             report(model, val, texts, metrics, run.history, run.out)
         return run.finish()
-
-
-def make_optimizer(model, args, total: int) -> dict:
-    """AdamW (no decay on 1-D parameters) and the warm-up + decay schedule over `total` steps."""
-    optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
-    warmup = T.warmup_steps_for(args.warmup, total)
-    scheduler = T.build_scheduler(optimizer, total_steps=total, warmup_steps=warmup, decay=args.lr_decay)
-    return {"optimizer": optimizer, "scheduler": scheduler}
 
 
 def row_of(metrics: dict) -> dict:

@@ -267,12 +267,8 @@ def train_head(run: T.TrainingRun, kind: str, data: dict, feats, grid) -> nn.Mod
     num_classes = len(data["class_names"])
     head = build_head(kind, train_x.shape[-1], num_classes, args)
     total = run.plan(len(train_x), per_batch=args.batch_size)
-    lr = args.linear_lr if kind == "linear" else args.lr
-    optimizer = T.build_optimizer(head, lr=lr, weight_decay=args.weight_decay)
-    schedule = T.build_scheduler(
-        optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total)
-    )
-    run.track(model=head, optimizer=optimizer, scheduler=schedule)
+    lr = args.linear_lr if kind == "linear" else args.lr  # a linear probe needs a far larger rate
+    run.track(model=head, **T.optimizer_for_run(head, args, total, lr=lr))
     run.restore()
     run.say(f"head {kind}: {sum(p.numel() for p in head.parameters()):,} parameters, {total} steps")
     if run.step == 0:  # the untrained head: the baseline the curves start from (epoch 0)

@@ -51,9 +51,22 @@ from vlblocks.utils import count_parameters
 __all__ = ["ViTClassifier", "build_model", "load_data", "load_peft_run", "load_run"]
 
 # the flags that steer this invocation; a saved run's own flags win for the rest
-CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "ask", "stop_after", "threads", "device", "save_every")
+CONTROL = (
+    "output_dir",
+    "resume",
+    "overwrite",
+    "eval_only",
+    "ask",
+    "stop_after",
+    "threads",
+    "device",
+    "save_every",
+)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-ADAPTER, MODULES = "adapter", "trained_modules.safetensors"  # PEFT runs: peft adapter folder, other trained tensors
+ADAPTER, MODULES = (
+    "adapter",
+    "trained_modules.safetensors",
+)  # PEFT runs: peft adapter folder, other trained tensors
 
 
 def parse_args(argv: list[str] | None = None):
@@ -297,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:  # fewer images than one batch on every process
             message = f"--batch-size {args.batch_size} is larger than the {n_train} train images"
             raise SystemExit(message) from None
-        run.track(model=model, **make_optimizer(model, args, total))
+        run.track(model=model, **T.optimizer_for_run(model, args, total))
         run.restore()
         trainable, n_params, percent = count_parameters(model)
         run.say(
@@ -322,14 +335,6 @@ def main(argv: list[str] | None = None) -> int:
         if run.completed and run.dist.is_main:
             report(model, train, val, classes, metrics, T.read_jsonl(run.out / "metrics.jsonl"), run.out)
         return run.finish()
-
-
-def make_optimizer(model, args, total: int) -> dict:
-    """AdamW (no decay on 1-D parameters) and the warm-up + decay schedule over `total` steps."""
-    optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
-    warmup = T.warmup_steps_for(args.warmup, total)
-    scheduler = T.build_scheduler(optimizer, total_steps=total, warmup_steps=warmup, decay=args.lr_decay)
-    return {"optimizer": optimizer, "scheduler": scheduler}
 
 
 # ----------------------------------------------------------------------------- saved runs and the report

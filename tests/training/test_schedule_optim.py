@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from vlblocks.training import build_optimizer, build_scheduler, lr_factor, param_groups, warmup_steps_for
+from vlblocks.training import (
+    build_optimizer,
+    build_scheduler,
+    lr_factor,
+    optimizer_for_run,
+    param_groups,
+    warmup_steps_for,
+)
 
 
 def test_warmup_then_cosine_golden_values() -> None:
@@ -107,3 +115,30 @@ def test_optimizer_errors() -> None:
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         build_optimizer(model, lr=1e-3)
+
+
+def test_optimizer_for_run_reads_the_run_flags() -> None:
+    """The recipes' one call: AdamW at --lr (or the lr given) with --weight-decay on matrices only, warm-up --warmup,
+    then --lr-decay (cosine for a recipe without that flag), the same rates as building the two by hand."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    args = argparse.Namespace(lr=0.1, weight_decay=0.05, warmup=0.25, lr_decay="linear")
+    built = optimizer_for_run(model, args, 8)
+    assert set(built) == {"optimizer", "scheduler"}
+    decays = sorted(g["weight_decay"] for g in built["optimizer"].param_groups)
+    assert decays == [0.0, 0.05]
+    rates = []
+    for _ in range(8):
+        rates.append(built["optimizer"].param_groups[0]["lr"])
+        built["optimizer"].step()
+        built["scheduler"].step()
+    assert rates == pytest.approx(
+        [0.1 * lr_factor(s, total_steps=8, warmup_steps=2, decay="linear") for s in range(8)]
+    )
+    cosine = optimizer_for_run(model, argparse.Namespace(lr=0.1, weight_decay=0.0, warmup=0), 8, lr=2.0)
+    assert cosine["optimizer"].param_groups[0]["lr"] == 2.0  # the lr given wins over --lr
+    for _ in range(4):
+        cosine["optimizer"].step()
+        cosine["scheduler"].step()
+    assert cosine["optimizer"].param_groups[0]["lr"] == pytest.approx(
+        2.0 * lr_factor(4, total_steps=8, decay="cosine")
+    )

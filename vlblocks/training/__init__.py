@@ -58,7 +58,7 @@ from vlblocks.training.run import (
     save_run_config,
     say,
 )
-from vlblocks.training.schedule import build_scheduler, lr_factor, warmup_steps_for
+from vlblocks.training.schedule import build_scheduler, lr_factor, optimizer_for_run, warmup_steps_for
 from vlblocks.training.seed import seed_everything
 from vlblocks.training.session import TrainingRun, start_run, to_device, usage_error
 
@@ -119,6 +119,7 @@ __all__ = [
     "to_device",
     "to_pil",
     "usage_error",
+    "optimizer_for_run",
     "warmup_steps_for",
     "wrap_ddp",
 ]

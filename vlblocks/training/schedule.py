@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import torch
 
 from vlblocks._checks import check_choice, check_int, check_nonneg_int, check_positive_int, check_probability
+from vlblocks.training.optim import build_optimizer
 
-__all__ = ["DECAYS", "build_scheduler", "lr_factor", "warmup_steps_for"]
+__all__ = ["DECAYS", "build_scheduler", "lr_factor", "optimizer_for_run", "warmup_steps_for"]
 
 DECAYS = ("cosine", "linear", "step", "none")
 
@@ -98,3 +100,17 @@ def build_scheduler(
         check_positive_int("step_size", step_size)
     check_nonneg_int("offset", offset)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_factor_from, offset, kwargs))
+
+
+def optimizer_for_run(
+    model: torch.nn.Module, args: Any, total_steps: int, *, lr: float | None = None
+) -> dict:
+    """``{"optimizer", "scheduler"}`` from a recipe's run flags, ready for ``TrainingRun.track(**...)``: AdamW over
+    the trainable parameters (`build_optimizer`, no decay on 1-D parameters) at ``lr`` (default ``args.lr``) with
+    ``args.weight_decay``, warm-up ``args.warmup`` (a fraction of the steps or a count), then ``args.lr_decay``
+    (cosine where the recipe has no such flag) over `total_steps`."""
+    optimizer = build_optimizer(model, lr=args.lr if lr is None else lr, weight_decay=args.weight_decay)
+    warmup = warmup_steps_for(args.warmup, total_steps)
+    decay = getattr(args, "lr_decay", "cosine")
+    scheduler = build_scheduler(optimizer, total_steps=total_steps, warmup_steps=warmup, decay=decay)
+    return {"optimizer": optimizer, "scheduler": scheduler}
