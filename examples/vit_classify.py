@@ -266,7 +266,8 @@ def evaluate(model: ViTClassifier, data: dict, dist, batch_size: int = 256) -> d
     preds = []
     for k in range(0, len(idx), batch_size):
         chunk = idx[k : k + batch_size]
-        preds += model(model.preprocess(data["images"][chunk])).argmax(-1).tolist()
+        images = data["images"][chunk].to(next(model.parameters()).device)
+        preds += model(model.preprocess(images)).argmax(-1).tolist()
     model.train(was_training)
     preds, idx = T.gather_lists(preds), T.gather_lists(idx)
     order = sorted(range(len(idx)), key=idx.__getitem__)
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{size}px ({time.perf_counter() - run.t0:.1f}s)"
         )
         T.seed_everything(args.seed)  # the model's init does not depend on the data
-        model = build_model(args, len(classes))
+        model = build_model(args, len(classes)).to(run.dist.device)
         configure_training(model, args.peft)
         run.save_config(class_names=classes, image_size=size)
         try:
@@ -320,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         for _, batches in run.epochs(n_train, per_batch=args.batch_size):
             for indices in run.progress(batches):
                 images = augment(train["images"][indices]) if args.augment else train["images"][indices]
-                logits = ddp(model.preprocess(images))  # (B, C)
-                loss = F.cross_entropy(logits, train["labels"][indices], label_smoothing=args.label_smoothing)
+                logits = ddp(model.preprocess(images.to(run.dist.device)))  # (B, C)
+                labels = train["labels"][indices].to(run.dist.device)
+                loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
                 if not run.optimizer_step(loss):
                     break
                 if args.save_every and run.step % args.save_every == 0:  # optimizer_step saved a checkpoint
