@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -103,12 +102,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_gloo_with_torchrun(tmp_path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -116,10 +109,8 @@ def test_two_process_gloo_with_torchrun(tmp_path) -> None:
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--nnodes=1",
+        "--standalone",  # torchrun picks a free port itself: no race with another test for a port found free
         "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",
         str(script),
         str(tmp_path),
     ]

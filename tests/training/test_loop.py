@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -130,12 +129,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     ("scenario", "code", "last"),
     [("nan", 1, ("nonfinite", 3)), ("skip", 0, ("step", 7)), ("stop", 0, ("stop", 4))],
@@ -149,10 +142,8 @@ def test_two_ranks_take_the_same_decisions(tmp_path, scenario, code, last) -> No
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--nnodes=1",
+        "--standalone",  # torchrun picks a free port itself: no race with another test for a port found free
         "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
         str(script),
         str(tmp_path),
         scenario,
