@@ -272,132 +272,76 @@ def evaluate(model, val, refs, args, dist, **generation) -> dict:
 # ----------------------------------------------------------------------------- training
 
 
-def train(args, out: Path, dist, say) -> tuple[int, list[dict], dict]:
-    """Train one configuration into `out`; returns (exit code, per-epoch rows, the final evaluation)."""
-    t0, ckpt = time.perf_counter(), out / "checkpoint"
+def train(run: T.TrainingRun) -> tuple[int, list[dict], dict]:
+    """Train one configuration into `run`'s folder; returns (exit code, per-epoch rows, the final evaluation)."""
+    args, dist, out, t0 = run.args, run.dist, run.out, time.perf_counter()
     train_set, val, refs = build_data(args)
     preset = CaptionPreset.from_dict(vars(args))
     tokenizer = build_tokenizer(args, train_set, out, dist)
-    model = build_model(args, preset, tokenizer, train_set, out, dist, say).to(dist.device)
+    model = build_model(args, preset, tokenizer, train_set, out, dist, run.say).to(dist.device)
     count = count_parameters(model)
-    if dist.is_main:
-        T.save_run_config(out, task="caption", args=args, model=preset.to_dict())
-    steps_per_epoch = len(train_set) // args.batch_size // dist.world_size
-    if steps_per_epoch == 0:
+    run.save_config(model=preset.to_dict())
+    if len(train_set) // args.batch_size // dist.world_size == 0:
         raise SystemExit(
             f"--batch-size {args.batch_size} x {dist.world_size} exceeds the {len(train_set)} training images"
         )
-    total = min(args.epochs * steps_per_epoch, args.max_steps or 10**12)
+    total = run.plan(len(train_set), per_batch=args.batch_size, drop_last=True)
+    if run.resumed:
+        model = load_run(out).model.train().to(dist.device)  # the adapter file and the trained modules
     optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = T.build_scheduler(
         optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total)
     )
-    state = {"step": 0, "loss_sum": 0.0, "loss_count": 0}
-    if args.resume and T.has_checkpoint(ckpt):
-        model = load_run(out).model.train().to(dist.device)  # the adapter file and the trained modules
-        optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
-        scheduler = T.build_scheduler(
-            optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total)
-        )
-        state = T.load_checkpoint(ckpt, model=TrainedView(model), optimizer=optimizer, scheduler=scheduler)
-        say(f"resumed from {ckpt} at step {state['step']}")
-    say(
+    run.track(model=TrainedView(model), optimizer=optimizer, scheduler=scheduler)  # what the checkpoint holds
+    run.restore()
+    run.say(
         f"model: {count.trainable:,} of {count.total:,} parameters train ({100 * count.trainable / count.total:.2f}%); "
         f"{total} steps of {args.batch_size} x {dist.world_size} images ({time.perf_counter() - t0:.0f}s set-up)"
     )
-    ddp, view = T.wrap_ddp(model, dist), TrainedView(model)
-    log, history, final = T.MetricLogger(out / "metrics.jsonl", rank=dist.rank), [], {}
-
-    def save() -> None:
+    ddp, final = T.wrap_ddp(model, dist), {}
+    for _, batches in run.epochs(len(train_set), per_batch=args.batch_size):
+        t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
+        for indices in run.progress(batches):
+            batch = train_batch(model, train_set, indices, args, run.step * dist.world_size + dist.rank)
+            loss = None
+            if batch:
+                pixel_values, tokens = batch[0].to(dist.device), batch[1]
+                loss = ddp(
+                    pixel_values,
+                    tokens.input_ids.to(dist.device),
+                    attention_mask=tokens.attention_mask.to(dist.device),
+                    labels=tokens.labels.to(dist.device),
+                ).loss
+            # clip the model's gradients: the tracked view holds no parameters of its own
+            if not run.optimizer_step(loss, clip_parameters=model.parameters()):
+                break
+            if args.save_every and run.step % args.save_every == 0:  # optimizer_step saved a checkpoint
+                save_peft(model, preset, run)
+        if run.epoch_complete:
+            t_train, cpu_train = time.perf_counter() - t_epoch, time.process_time() - cpu_epoch
+            final = evaluate(model, val, refs, args, dist)
+            metrics = {k: final[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")}
+            metrics |= {"train_s": t_train, "train_cpu_s": cpu_train}
+            if args.clip_model:
+                metrics["CLIPScore"] = clip_score(args.clip_model, val, final["predictions"])
+            run.end_epoch(metrics, time_key=None)
+        run.save()
+        save_peft(model, preset, run)
+    if run.completed:
         if dist.is_main:
-            if preset.peft != "full":
-                save_adapter(model.decoder, out / "adapter", base_model_name_or_path=preset.decoder)
-            T.save_checkpoint(ckpt, model=view, optimizer=optimizer, scheduler=scheduler, state=state)
-
-    step, run_steps, code, stopped = state["step"], 0, 0, False
-    epoch0, first = T.resume_position(step, steps_per_epoch)
-    with T.stop_on_signal(message="stop requested: saving a checkpoint at the end of this step") as stop:
-        for epoch in range(epoch0, args.epochs):
-            batches = T.shard_batches(
-                len(train_set),
-                per_batch=args.batch_size,
-                seed=args.seed,
-                epoch=epoch,
-                rank=dist.rank,
-                world_size=dist.world_size,
-            )
-            t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
-            bar = T.progress(
-                range(first if epoch == epoch0 else 0, steps_per_epoch),
-                desc=f"epoch {epoch + 1}/{args.epochs}",
-                enabled=dist.is_main,
-            )
-            for b in bar:
-                if step >= total:
-                    break
-                T.reseed(args.seed, step, dist.rank, world_size=dist.world_size)
-                batch = train_batch(model, train_set, batches[b], args, step * dist.world_size + dist.rank)
-                loss = None
-                if batch:
-                    tokens = batch[1]
-                    loss = ddp(
-                        batch[0].to(dist.device),
-                        tokens.input_ids.to(dist.device),
-                        attention_mask=tokens.attention_mask.to(dist.device),
-                        labels=tokens.labels.to(dist.device),
-                    ).loss
-                decision = T.agree(loss, stop=stop.requested or run_steps + 1 == args.stop_after)
-                if decision.nonfinite:
-                    say(
-                        f"non-finite loss at step {step}: stopping; the last good checkpoint in {ckpt} is kept"
-                    )
-                    code = 1
-                    break
-                if not decision.skip:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    state.update(
-                        loss_sum=state["loss_sum"] + decision.loss, loss_count=state["loss_count"] + 1
-                    )
-                    bar.set_postfix(loss=f"{decision.loss:.3f}")
-                step, run_steps, stopped = step + 1, run_steps + 1, decision.stop
-                state["step"] = step
-                if stopped:
-                    break
-                if args.save_every and step % args.save_every == 0:
-                    save()
-            if code:
-                break
-            if (step % steps_per_epoch == 0 or step >= total) and state[
-                "loss_count"
-            ]:  # the epoch is complete
-                t_train, cpu_train = time.perf_counter() - t_epoch, time.process_time() - cpu_epoch
-                final = evaluate(model, val, refs, args, dist)
-                row = {"epoch": epoch + 1, "step": step, "loss": state["loss_sum"] / state["loss_count"]}
-                row |= {k: final[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")} | {
-                    "train_s": t_train,
-                    "train_cpu_s": cpu_train,
-                }
-                if args.clip_model:
-                    row["CLIPScore"] = clip_score(args.clip_model, val, final["predictions"])
-                log.log(**row)
-                history.append(row)
-                say(T.format_table([row]) if len(history) == 1 else T.format_table([row]).splitlines()[-1])
-                state.update(loss_sum=0.0, loss_count=0)
-            save()
-            if stopped or step >= total:
-                break
-    if not code and step < total:
-        say(f"stopped at step {step}/{total}; checkpoint in {ckpt}; continue with --resume")
-    elif not code and dist.is_main and history:
-        report(model, val, final, history, out, count)
-        say(
+            report(model, val, final, run.history, out, count)
+        run.say(
             f"done in {time.perf_counter() - t0:.0f}s ({time.process_time():.0f}s CPU time); outputs in {out}"
         )
-    return code, history, final | {"params": count, "complete": step >= total}
+    elif run.step < run.total:
+        run.finish()  # says where it stopped
+    return run.code, run.history, final | {"params": count, "complete": run.step >= total}
+
+
+def save_peft(model, preset: CaptionPreset, run: T.TrainingRun) -> None:
+    """The PEFT weights in peft's format beside the checkpoint (main process; none after a non-finite loss)."""
+    if preset.peft != "full" and run.dist.is_main and not run.code:
+        save_adapter(model.decoder, run.out / "adapter", base_model_name_or_path=preset.decoder)
 
 
 def clip_score(name: str, val, predictions: list[dict]) -> float:
@@ -455,7 +399,9 @@ def compare(args, dist, say) -> int:
         if lm.is_dir() and dist.is_main and not (out / "lm").exists():
             (out / "lm").symlink_to(lm.resolve(), target_is_directory=True)
         say(f"\n=== {name} ({args.mode} mode) ===")
-        code, history, final = train(run_args, out, dist, say)
+        # cleanup=False: the process group stays for the next configuration
+        with T.TrainingRun(run_args, dist, out, task="caption", cleanup=False) as run:
+            code, history, final = train(run)
         if code or not final.get("complete"):
             say(f"--compare stopped during {name}; the finished rows are not written")
             return code or 1
@@ -514,16 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         T.prepare_run_dir(args.output_dir, resume=True, main=dist.is_main)
         return compare(args, dist, say)
-    try:
-        out = T.prepare_run_dir(
-            args.output_dir, resume=args.resume, overwrite=args.overwrite, main=dist.is_main
-        )
-    except T.RunFolderError as err:
-        raise SystemExit(str(err)) from None
-    T.barrier()
-    code = train(args, out, dist, say)[0]
-    T.cleanup_distributed()
-    return code
+    with T.start_run(args, task="caption") as run:
+        train(run)
+    return run.code
 
 
 if __name__ == "__main__":

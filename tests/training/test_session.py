@@ -151,3 +151,36 @@ def test_show_puts_values_on_the_progress_bar(tmp_path, monkeypatch, capsys):
                 run.show(scale=f"{12.5:.1f}")
     err = capsys.readouterr().err
     assert "loss=" in err and "lr=" in err and "scale=12.5" in err
+
+
+@pytest.mark.filterwarnings("ignore:`parameters` is an empty generator")
+def test_clip_parameters_clips_a_model_the_tracked_view_does_not_hold(tmp_path):
+    """The tracked model may be a view without parameters of its own (as TrainedView): by default nothing is
+    clipped then; `clip_parameters` names the parameters whose gradient norm is clipped."""
+    norms = {}
+    for name, clip in (("default", False), ("named", True)):
+        model = nn.Linear(3, 1)
+        with T.start_run(make_args(tmp_path / name, epochs=1), task="test") as run:
+            run.track(model=nn.Module(), optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+            for _, batches in run.epochs(4, per_batch=4):
+                for _ in run.progress(batches):
+                    loss = model(torch.full((4, 3), 100.0)).pow(2).mean()
+                    params = model.parameters() if clip else None
+                    run.optimizer_step(loss, clip_norm=1.0, clip_parameters=params)
+        norms[name] = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    assert norms["default"] > 10 and norms["named"] == pytest.approx(1.0, rel=1e-4)
+
+
+def test_end_epoch_time_key(tmp_path):
+    """The epoch row's wall seconds go to `time_key` ("time_s" by default); None leaves the column out."""
+    model = nn.Linear(3, 1)
+    with T.start_run(make_args(tmp_path, epochs=2), task="test") as run:
+        run.track(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+        for epoch, batches in run.epochs(4, per_batch=4):
+            for _ in run.progress(batches):
+                run.optimizer_step(model(torch.ones(4, 3)).pow(2).mean())
+            run.end_epoch({"train_s": 1.5}, time_key=None if epoch else "time_s")
+    first, second = run.history
+    assert list(first) == ["epoch", "step", "loss", "train_s", "time_s"]
+    assert list(second) == ["epoch", "step", "loss", "train_s"]
+    assert [list(r)[1:] for r in T.read_jsonl(run.out / "metrics.jsonl")] == [list(first), list(second)]

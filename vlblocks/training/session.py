@@ -30,7 +30,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -69,10 +69,15 @@ class TrainingRun:
     ``stop_after``, ``save_every``), ``dist`` (``DistInfo``), ``out`` (the run folder), ``state`` (the JSON state a
     checkpoint carries: ``step``, the running ``loss_sum`` / ``loss_count`` of the epoch, and anything the recipe
     adds), ``history`` (the epoch rows), ``code`` (the exit code: 1 after a non-finite loss).
+
+    `cleanup`: leaving the ``with`` block also leaves torchrun's process group (False: a recipe that trains several
+    runs in one process, one after the other, keeps it for the next).
     """
 
-    def __init__(self, args: argparse.Namespace, dist: DistInfo, out: Path, *, task: str) -> None:
-        self.args, self.dist, self.out, self.task = args, dist, out, task
+    def __init__(
+        self, args: argparse.Namespace, dist: DistInfo, out: Path, *, task: str, cleanup: bool = True
+    ) -> None:
+        self.args, self.dist, self.out, self.task, self.cleanup = args, dist, out, task, cleanup
         self.t0 = time.perf_counter()
         self.ckpt = out / "checkpoint"
         self.resumed = bool(getattr(args, "resume", False)) and has_checkpoint(self.ckpt)
@@ -94,7 +99,8 @@ class TrainingRun:
 
     def __exit__(self, *exc: object) -> None:
         self._signal.__exit__(*exc)
-        cleanup_distributed()
+        if self.cleanup:
+            cleanup_distributed()
 
     @property
     def step(self) -> int:
@@ -193,8 +199,17 @@ class TrainingRun:
             reseed(self.args.seed, self.step, self.dist.rank, world_size=self.dist.world_size)
             yield batch
 
-    def optimizer_step(self, loss: torch.Tensor | None, *, clip_norm: float | None = 1.0) -> bool:
+    def optimizer_step(
+        self,
+        loss: torch.Tensor | None,
+        *,
+        clip_norm: float | None = 1.0,
+        clip_parameters: Iterable[torch.Tensor] | None = None,
+    ) -> bool:
         """One optimizer step on `loss` (``None``: this rank's batch was empty), decided on all ranks together.
+
+        The gradients are clipped to `clip_norm` (None: not clipped) over `clip_parameters`, by default the tracked
+        model's ``parameters()`` (pass them when the tracked model is a view that holds no parameters of its own).
 
         A stop request (Ctrl-C, SIGTERM, ``--stop-after``) on any rank stops every rank after this step; a non-finite
         loss on any rank stops every rank before it (exit code 1, the last good checkpoint kept); an empty batch on any
@@ -216,7 +231,8 @@ class TrainingRun:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self._tracked["model"].parameters(), clip_norm)
+                params = self._tracked["model"].parameters() if clip_parameters is None else clip_parameters
+                torch.nn.utils.clip_grad_norm_(params, clip_norm)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -250,16 +266,20 @@ class TrainingRun:
         done = self.step % self.steps_per_epoch == 0 or self.step >= self.total
         return bool(done and not self.code and self.state["loss_count"])
 
-    def end_epoch(self, metrics: dict[str, Any], **log_only: Any) -> dict[str, Any]:
+    def end_epoch(
+        self, metrics: dict[str, Any], *, time_key: str | None = "time_s", **log_only: Any
+    ) -> dict[str, Any]:
         """Log and print the epoch row ``{epoch, step, loss, **metrics, time_s}``; `log_only` values go to
-        metrics.jsonl only. Resets the running loss."""
+        metrics.jsonl only. `time_key`: the column of the epoch's wall seconds (None: no such column, e.g. when the
+        recipe times its epochs itself in `metrics`). Resets the running loss."""
         row = {
             "epoch": self._epoch + 1,
             "step": self.step,
             "loss": self.state["loss_sum"] / self.state["loss_count"],
         }
         row |= metrics
-        row["time_s"] = time.perf_counter() - self._t_epoch
+        if time_key is not None:
+            row[time_key] = time.perf_counter() - self._t_epoch
         self.log.log(**row, **log_only)
         self.history.append(row)
         table = format_table([row])
