@@ -40,7 +40,7 @@ from torch import nn
 from vlblocks import training as T
 from vlblocks.data import SHAPES, ShapesWorld, load_segmentation_folder
 from vlblocks.encoders import ImageEncoder
-from vlblocks.encoders.conv_stem import ConvStem
+from vlblocks.encoders.conv_stem import conv_stem_vit
 from vlblocks.heads import ConvSegHead, LinearSegHead, MaskTransformerSegHead
 from vlblocks.metrics import SegmentationMetrics
 from vlblocks.models import SegmentationModel
@@ -128,14 +128,9 @@ def build_backbone(args, out: Path, dist, say) -> ImageEncoder:
     """A hub / timm encoder, or the tiny ViT (conv stem) pretrained here by --pretrain (cached in the run folder)."""
     if args.backbone != "tiny-vit":
         return ImageEncoder.from_pretrained(args.backbone, image_size=args.image_size)
-    from timm.models.vision_transformer import VisionTransformer
-
     T.seed_everything(args.seed)
-    size, patch, dim, depth = args.image_size, args.patch_size, args.dim, args.depth
-    vit = VisionTransformer(
-        size, patch, embed_dim=dim, depth=depth, num_heads=4, num_classes=0, embed_layer=ConvStem
-    )
-    encoder, cached = ImageEncoder(vit), out / "backbone.safetensors"
+    shape = dict(image_size=args.image_size, patch_size=args.patch_size, dim=args.dim, depth=args.depth)
+    encoder, cached = conv_stem_vit(**shape, heads=4), out / "backbone.safetensors"
     if cached.exists():
         load_model(encoder, cached)
         say(f"backbone: reusing the pretrained tiny ViT in {cached}")

@@ -172,13 +172,10 @@ class ViTClassifier(nn.Module):
 def build_model(args, num_classes: int, *, pretrained: bool | None = None) -> ViTClassifier:
     """The classifier the flags describe, with LoRA injected for --peft lora (what trains is set in main)."""
     if args.model == "tiny-vit" and getattr(args, "stem", "patch") == "conv":
-        from timm.models.vision_transformer import VisionTransformer
+        from vlblocks.encoders.conv_stem import conv_stem_vit
 
-        from vlblocks.encoders.conv_stem import ConvStem
-
-        shape = dict(patch_size=args.patch_size, embed_dim=args.dim, depth=args.depth, num_heads=args.heads)
-        vit = VisionTransformer(img_size=args.image_size or 64, num_classes=0, embed_layer=ConvStem, **shape)
-        encoder = ImageEncoder(vit)
+        shape = dict(patch_size=args.patch_size, dim=args.dim, depth=args.depth, heads=args.heads)
+        encoder = conv_stem_vit(image_size=args.image_size or 64, **shape)
     elif args.model == "tiny-vit":
         shape = dict(dim=args.dim, depth=args.depth, heads=args.heads, patch_size=args.patch_size)
         encoder = ImageEncoder.tiny("vit", image_size=args.image_size or 64, **shape)

@@ -192,21 +192,11 @@ def build_captioner(preset: CaptionPreset, *, tokenizer: Any, lm_state: dict | N
 
 def _conv_stem_vit(p: CaptionPreset) -> nn.Module:
     """The tiny timm ViT with a convolutional stem instead of the patchify layer (same tokens: (S / p)^2 + CLS)."""
-    from timm.models.vision_transformer import VisionTransformer
+    from vlblocks.encoders.conv_stem import conv_stem_vit
 
-    from vlblocks.encoders import ImageEncoder
-    from vlblocks.encoders.conv_stem import ConvStem
-
-    vit = VisionTransformer(
-        img_size=p.image_size,
-        patch_size=p.patch_size,
-        embed_dim=p.image_dim,
-        depth=p.image_depth,
-        num_heads=p.heads,
-        num_classes=0,
-        embed_layer=ConvStem,
+    return conv_stem_vit(
+        image_size=p.image_size, patch_size=p.patch_size, dim=p.image_dim, depth=p.image_depth, heads=p.heads
     )
-    return ImageEncoder(vit)
 
 
 def load_language_model(decoder: nn.Module, lm_state: dict) -> None:
