@@ -65,6 +65,45 @@ def test_fast_step_equals_decode_step(decoder, relayout, rows):
     assert not torch.allclose(expected[0], expected[1])  # the steps differ: the cache is read
 
 
+@pytest.fixture
+def threads():
+    """Set the intra-op thread count for one test (restored after)."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_fast_step_splits_one_row_across_threads(decoder, relayout, threads, monkeypatch):
+    """At one row with 2 threads every linear whose output rows split evenly runs as a batched product over slices
+    of a view of its weight; the step still equals `decode_step`."""
+    threads(2)
+    monkeypatch.setattr(fast, "_MIN_PART_ROWS", 8)  # the tiny decoder's 32..128-row outputs split in 2
+    expected = _steps(decoder, decode_step, 1)
+    torch.testing.assert_close(_steps(decoder, FastStep.build(decoder, 1), 1), expected, atol=1e-5, rtol=1e-5)
+    assert set(fast._CACHE) == {id(decoder.lm_head.weight)}  # control: only the 37-row head (odd) was copied
+
+
+@pytest.mark.parametrize("out", [512, 384, 256, 257])
+@pytest.mark.parametrize("bias", [True, False])
+def test_one_row_split_equals_the_linear(relayout, threads, out, bias):
+    """`fast_linear` at one row with 4 threads: 4 slices of 128 rows (512), 3 (384), 2 (256); a prime row count
+    (257) cannot be cut evenly and keeps the whole product. A view: a later in-place update is seen."""
+    threads(4)
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, out, bias=bias)
+    x = torch.randn(1, 64)
+    assert fast._split_parts(out) == {512: 4, 384: 3, 256: 2, 257: 1}[out]
+    f = fast.fast_linear(lin, 1)
+    torch.testing.assert_close(f(x), lin(x))
+    assert (id(lin.weight) in fast._CACHE) == (out == 257)  # control: a split copies nothing, 257 is transposed
+    with torch.no_grad():
+        lin.weight.mul_(-2.0)
+    torch.testing.assert_close(f(x) if out != 257 else fast.fast_linear(lin, 1)(x), lin(x))
+    fast.clear_weight_cache()
+    threads(1)
+    assert fast._split_parts(out) == 1  # one thread: never split
+
+
 def test_weight_update_rebuilds_the_copy(decoder, relayout):
     _steps(decoder, FastStep.build(decoder, 2), 2)  # caches copies of the current weights
     with torch.no_grad():

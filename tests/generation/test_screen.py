@@ -118,8 +118,14 @@ def test_a_loose_int8_bound_switches_to_bf16():
     assert tight.kind == "int8"
 
 
-def test_where_it_applies():
-    assert GreedyHead.build(_head(), 1) is None  # one row: the float32 product on the transposed copy
+def test_where_it_applies(monkeypatch):
+    assert GreedyHead.build(_head(), 1) is None  # one row of a small head: the float32 product on the transposed copy
+    monkeypatch.setattr(screen, "_MIN_ONE_ROW_ELEMENTS", V * D)  # a head as large as the one-row threshold
+    one = GreedyHead.build(_head(), 1)
+    assert one is not None
+    h = torch.randn(40, D, generator=torch.Generator().manual_seed(3))
+    got = torch.cat([one(row[None]) for row in h])  # one row at a time, as batch-1 decoding calls it
+    torch.testing.assert_close(got, F.linear(h, _head().weight).argmax(dim=-1), rtol=0, atol=0)
     assert GreedyHead.build(nn.Linear(D, 100, bias=False), 4) is None  # small vocabulary
     assert GreedyHead.build(nn.Linear(D, V), 4) is None  # a bias
     lin = _head()

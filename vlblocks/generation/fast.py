@@ -7,8 +7,11 @@ and on HF's greedy tokens) with:
 
 - the self-attention bias (key padding + the slots not written yet) built once per step for every layer, instead of
   per layer, and queries / keys / values reshaped by views, attended by `scaled_dot_product_attention` directly;
-- on CPU, the large float32 projections (LM head, GPT-2-small layers) run on a copy of the weight laid out for the
-  kernel: transposed (in, out) for one row (a matrix-vector product at the bandwidth), pre-packed for oneDNN
+- on CPU, one row with two intra-op threads or more: the large float32 projections whose output rows split evenly
+  run as one batched product over slices of a view of the weight (MKL keeps a one-row product on one thread; the
+  batched one runs its slices on all), nothing copied;
+- otherwise on CPU, the large float32 projections (LM head, GPT-2-small layers) run on a copy of the weight laid
+  out for the kernel: transposed (in, out) for one row (a matrix-vector product at the bandwidth), pre-packed for oneDNN
   (`torch.ops.mkldnn._reorder_linear_weight`) for more rows. A copy is cached per parameter and rebuilt when the
   parameter's storage or version counter changes (optimizer steps, `load_state_dict`, LoRA merges all bump it; a
   write through `.data` does not: call `clear_weight_cache()` after one). On a GPU nothing is copied.
@@ -41,6 +44,7 @@ __all__ = ["FastStep", "clear_weight_cache", "fast_linear"]
 _PACK_MIN_ELEMENTS = 1 << 18  # smaller weights: F.linear is faster than a re-laid-out copy (less call overhead)
 _CACHE: dict[int, tuple[Any, torch.Tensor]] = {}  # id(weight) -> (key, re-laid-out copy); dropped with the weight
 _ONEDNN: dict[str, bool] = {}
+_MAX_PARTS, _MIN_PART_ROWS = 16, 128  # one-row products split across threads (see `_split_parts`)
 
 
 def clear_weight_cache() -> None:
@@ -62,6 +66,9 @@ def fast_linear(module: nn.Module, rows: int) -> Callable[[torch.Tensor], torch.
     weight, bias = module.weight, module.bias
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.numel() < _PACK_MIN_ELEMENTS:
         return lambda x: F.linear(x, weight, bias)
+    parts = _split_parts(weight.shape[0]) if rows == 1 else 1
+    if parts > 1:
+        return _split_linear(weight, bias, parts)
     if rows == 1 and weight.shape[0] < weight.shape[1]:  # out < in: MKL's (out, in) product is the faster one
         return lambda x: F.linear(x, weight, bias)
     kind = "t" if rows == 1 or not _onednn_available() else ("onednn", rows)
@@ -81,6 +88,29 @@ def fast_linear(module: nn.Module, rows: int) -> Callable[[torch.Tensor], torch.
     if kind == "t":
         return (lambda x: torch.addmm(b, x, laid)) if b is not None else (lambda x: torch.mm(x, laid))
     return lambda x: torch.ops.mkldnn._linear_pointwise(x, laid, b, "none", [], "")
+
+
+def _split_parts(out_features: int) -> int:
+    """How many slices of output rows a one-row product is cut into: one per intra-op thread (MKL runs a one-row
+    product on one thread whatever the setting; a batched product over the slices runs them on all), at most
+    `_MAX_PARTS`, each of at least `_MIN_PART_ROWS` rows and all equal; 1 (do not split) if no such cut exists."""
+    parts = min(torch.get_num_threads(), _MAX_PARTS, out_features // _MIN_PART_ROWS)
+    while parts > 1 and out_features % parts:
+        parts -= 1
+    return max(parts, 1)
+
+
+def _split_linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, parts: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`F.linear(x, weight, bias)` for one row x (1, in) as one batched product over `parts` slices of the output
+    rows: a view of the weight (P, in, out / P), nothing copied; the slices' results are the output in order."""
+    out, d = weight.shape
+    w = weight.detach().view(parts, out // parts, d).transpose(1, 2)  # (P, in, out / P)
+    if bias is None:
+        return lambda x: torch.bmm(x.expand(parts, 1, d), w).view(1, out)
+    b = bias.detach().view(parts, 1, out // parts)  # (P, 1, out / P)
+    return lambda x: torch.baddbmm(b, x.expand(parts, 1, d), w).view(1, out)
 
 
 def _onednn_available() -> bool:
@@ -134,7 +164,8 @@ class FastStep:
     """`decode_step` for one `generate` call: call it as `step(decoder, cache, tokens, slot, position)`.
 
     With `greedy=True` the step returns the greedy tokens (B,) instead of the logits (`picks_tokens`), and so does
-    `head`: through `GreedyHead` where it applies (CPU, float32, 2 rows or more, an int8 or bfloat16 kernel), else the
+    `head`: through `GreedyHead` where it applies (CPU, float32, 2 rows or more or a large head, an int8 or bfloat16
+    kernel), else the
     first maximum of the float32 logits.
     """
 
