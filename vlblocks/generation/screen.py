@@ -42,9 +42,9 @@ undecided at width 128, 21% at width 768 (0.0% / 0.2% with bfloat16). Each `Gree
 32 rows, int8 leaving more than 5% of them undecided switches it to bfloat16, and later heads of the same weight
 start on bfloat16 (until the weight changes); the tokens are the same either way, only the time changes.
 
-This is a CPU path, used from 2 rows on, and at one row for heads of 2^24 weights or more (GPT-2-small's 50,257 x 768:
-5.3 / 6.9 ms for int8 / bfloat16 against 8.1 ms for the float32 product on the transposed copy at one thread, 3.9 /
-4.7 against 8.6 at two; at width 128 the float32 product is the faster; measured): the uncertain rows are gathered
+This is a CPU path, used from 2 rows on, and at one row for heads of 2^22 weights or more (50,257 x 128 and wider:
+a batch-1 `generate` of 30 greedy tokens ran 4-22% faster at width 128, 23% at 256; at width 64 10% slower, so a
+smaller head keeps the float32 product on the transposed copy; measured): the uncertain rows are gathered
 with `nonzero`, whose shape depends on the data, and the rare resolution runs only when there is one (a branch on a
 CPU tensor's shape). There is no device to wait for on a CPU; on a GPU `generate` keeps the float32 head, fixed shapes and no branch.
 
@@ -67,7 +67,7 @@ _CHUNKS_KEPT = 16
 _CANDIDATES = 16
 _MIN_VOCAB = 4096  # smaller heads: the float32 head is cheap enough
 _MIN_ROWS = 2  # fewer rows: screened only from _MIN_ONE_ROW_ELEMENTS weights on (a smaller float32 product is cheap)
-_MIN_ONE_ROW_ELEMENTS = 1 << 24  # V x D at one row: 50,257 x 384 and wider gain (D = 256 is even, measured)
+_MIN_ONE_ROW_ELEMENTS = 1 << 22  # V x D at one row: 50,257 x 128 and wider gain, x 64 loses (measured)
 _PROBATION, _MAX_UNSURE = 32, 0.05  # int8 leaving > 5% of the first >= 32 rows undecided: switch to bfloat16
 _PREPACK_ROWS = 24  # int8 below this many rows: oneDNN's prepacked weight (5-10% faster at 8-16 rows, measured)
 _ROOM = 1 + 2.0**-8  # relative room for the rounding of norms and sums (D <= 2^14: each is within D 2^-24)
@@ -117,7 +117,7 @@ class GreedyHead:
 
     @classmethod
     def build(cls, module: nn.Module, rows: int) -> GreedyHead | None:
-        """A screened head for `rows` rows, or None where it does not apply (one row of a head under 2^24 weights,
+        """A screened head for `rows` rows, or None where it does not apply (one row of a head under 2^22 weights,
         not a bias-free float32 CPU `nn.Linear` with a vocabulary of at least 4096, a hook on it, or neither an int8
         nor a bfloat16 kernel)."""
         if type(module) is not nn.Linear or module.bias is not None or module._forward_hooks:
