@@ -5,8 +5,10 @@ greedy and top-p 0.9, batch 1 / 8 / 32, for two sizes: "tiny" (2 layers, width 1
 "small" (GPT-2-small width, 12 layers, 768: CPU decoding is bound by reading the weights). The HF model is saved with
 `save_pretrained` and loaded into vlblocks from that folder; greedy tokens are checked equal before timing. HF runs
 without an eos token so both sides decode all 30 steps. The implementations alternate rep by rep; medians after
-warm-up. The table printed last gives tokens / s, the ratio to HF and, for CPU, the floor: a decode step reads every
-weight once, so tokens / s <= batch * memory bandwidth / weight bytes (bandwidth measured here by a large copy).
+warm-up. On CUDA each configuration first runs one whole `generate` under `torch.cuda.set_sync_debug_mode("error")`
+(any host sync raises). The table printed last gives tokens / s, the ratio to HF and, for CPU, the floor: a decode
+step reads every weight once, so tokens / s <= batch * memory bandwidth / weight bytes (bandwidth measured here by a
+large copy).
 
     python benchmarks/bench_generate.py --threads 2                       # both sizes (short: 2 reps)
     python benchmarks/bench_generate.py --sizes tiny --reps 5
@@ -87,6 +89,15 @@ def _measure(
 
     if check and not torch.equal(run_ours(), run_hf()):
         raise RuntimeError(f"batch {bos.shape[0]}: greedy tokens differ from HF")
+    if device.type == "cuda":  # the whole call, warm, under the sync debug mode: any host sync raises
+        run_ours()
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            run_ours()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        print(f"B={bos.shape[0]} {kw or 'greedy'}: generate ran under set_sync_debug_mode('error')", flush=True)
     times: dict[str, list[float]] = {"vlblocks": [], "HF": []}
     for rep in range(args.warmup + args.reps):
         for label, fn in (("vlblocks", run_ours), ("HF", run_hf)):

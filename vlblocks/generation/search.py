@@ -198,7 +198,8 @@ def generate(
         return_cross_attentions: layer indices whose cross-attention to return; only those layers leave the fused
             kernel.
         check_every: k > 0 stops once every row has finished, seen through a non-blocking copy every k steps.
-        compile_step: run the decode step through `torch.compile` (CUDA graphs on a GPU).
+        compile_step: run the decode step through `torch.compile(fullgraph=True)` (default mode: no CUDA-graph
+            capture yet; the step has the fixed shapes and in-place cache writes a capture needs).
         output_scores: greedy / sampling: also return each row's summed log-probabilities (a log-softmax over the
             vocabulary every step; off by default, as HF's `output_scores`). Beam search always returns them.
 

@@ -188,15 +188,7 @@ class Attention(nn.Module):
         allowed = self._allowed(
             q, k, mask, attn_mask, cached, positions, causal=self.causal and not only_causal
         )
-        bias = None
-        if allowed is not None:
-            bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
-            bias.masked_fill_(~allowed, torch.finfo(q.dtype).min)
-        if attn_mask is not None and attn_mask.dtype != torch.bool:
-            # -inf entries were folded into `allowed` (so dead rows become zeros); the rest is a finite bias
-            extra = _as_4d(attn_mask).to(q.dtype)
-            extra = extra.masked_fill(torch.isneginf(extra), 0.0)
-            bias = extra if bias is None else (bias + extra).clamp(min=torch.finfo(q.dtype).min)
+        bias = _scores_bias(allowed, attn_mask, q.dtype, q.device)  # (B|1, H|1, Nq, Nk) or None
 
         if self.fused and not self._math_is_faster(q, k):
             out = F.scaled_dot_product_attention(
@@ -337,6 +329,23 @@ def _check_attn_mask(attn_mask: object) -> torch.Tensor:
             f"{attn_mask.dtype}; convert a 0/1 mask with attn_mask.bool()"
         )
     return attn_mask
+
+
+def _scores_bias(
+    allowed: torch.Tensor | None, attn_mask: torch.Tensor | None, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor | None:
+    """The float bias added to the scores: the dtype's minimum where `allowed` (B|1, H|1, Nq, Nk) is False, plus a
+    float `attn_mask`'s finite entries (its -inf ones are already in `allowed`, so a row with no key left becomes
+    zeros, not NaN); None when there is nothing to add."""
+    bias = None
+    if allowed is not None:
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        bias.masked_fill_(~allowed, torch.finfo(dtype).min)
+    if attn_mask is not None and attn_mask.dtype != torch.bool:
+        extra = _as_4d(attn_mask).to(dtype)
+        extra = extra.masked_fill(torch.isneginf(extra), 0.0)
+        bias = extra if bias is None else (bias + extra).clamp(min=torch.finfo(dtype).min)
+    return bias
 
 
 def _as_4d(mask: torch.Tensor) -> torch.Tensor:
