@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from recipe_harness import ROOT, run_script
 
 from vlblocks.metrics import caption_scores
 from vlblocks.training.grid import LINE_HEIGHT
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "caption_eval.py"
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    return run_script(SCRIPT, args)
 
 
 def test_shapes_example_scores_json_and_png(tmp_path):

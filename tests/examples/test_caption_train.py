@@ -6,18 +6,16 @@ untrained model, and the decoding table (seeded, greedy row equal to training's 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from recipe_harness import ROOT, ok, rows, run_script
 from safetensors import safe_open
 
 from vlblocks.data import ShapesWorld
 
-ROOT = Path(__file__).resolve().parents[2]
 TRAIN, DECODE, EVAL = (ROOT / "examples" / f"caption_{s}.py" for s in ("train", "decode", "eval"))
 TINY = [
     "--num-scenes",
@@ -50,18 +48,7 @@ TINY = [
 
 
 def run(script: Path, args: list[str], *, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(script), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return run_script(script, args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

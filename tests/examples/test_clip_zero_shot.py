@@ -4,28 +4,19 @@ view, an HF CLIP folder on an image folder, repeatable templates, the written ta
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from recipe_harness import ROOT, ok, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "clip_zero_shot.py"
 TRAIN = ROOT / "examples" / "retrieval_train.py"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def run(args: list[str], *, script: Path = SCRIPT, timeout: int = 240) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(script), "--threads", "1", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_script(script, ["--threads", "1", *args], timeout=timeout)
 
 
 @pytest.fixture(scope="module")

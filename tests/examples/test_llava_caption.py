@@ -4,22 +4,18 @@ equal the library's, scores equal caption_scores, CLIPScore), tiny-random end to
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from recipe_harness import ROOT, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "llava_caption.py"
 INSTRUCTIONS = ["Describe the image briefly.", "What shapes are in the picture?"]
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(SCRIPT), "--threads", "1", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return run_script(SCRIPT, ["--threads", "1", *args])
 
 
 def shapes_references(n: int, image_size: int) -> tuple[dict, list]:

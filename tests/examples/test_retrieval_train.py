@@ -4,33 +4,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from recipe_harness import ROOT, ok, rows, run_script
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "retrieval_train.py"
 TINY = ["--num-scenes", "64", "--val-scenes", "40", "--image-size", "32", "--dim", "16", "--embed-dim", "16"]
 TINY += ["--text-depth", "1", "--batch-size", "16", "--eval-batch-size", "20"]
 
 
 def run(args: list[str], *, timeout: int = 240, tiny: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(SCRIPT), *(TINY if tiny else []), "--threads", "1", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return run_script(SCRIPT, [*(TINY if tiny else []), "--threads", "1", *args], timeout=timeout)
 
 
 def test_short_run_writes_a_self_describing_folder(tmp_path: Path) -> None:
@@ -173,8 +161,7 @@ def test_bad_flags_exit_with_a_usage_message(bad: list[str], flag: str, tmp_path
 def test_torchrun_two_processes_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [*launcher, str(SCRIPT), *TINY, "--batch-size", "8", "--epochs", "1", "--output-dir", str(out)]
-    proc = ok(subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300))
+    args = [*TINY, "--batch-size", "8", "--epochs", "1", "--output-dir", str(out)]
+    proc = ok(run_script(SCRIPT, args, launcher=launcher))
     assert len(rows(out)) == 1 and rows(out)[0]["step"] == 4  # 64 pairs / (8 x 2 ranks) steps, logged once
     assert proc.stdout.count("model:") == 1 and "x 2 pairs" in proc.stdout  # only rank 0 prints

@@ -5,16 +5,15 @@ against the majority baseline (background everywhere), and flag validation."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from recipe_harness import ROOT, ok, rows, run_script
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "segmentation_train.py"
 TINY = ["--num-scenes", "40", "--dim", "32", "--depth", "1", "--patch-size", "8"]
 TINY += ["--pretrain-scenes", "40", "--pretrain-epochs", "1"]
@@ -24,19 +23,8 @@ TINY += ["--head-depth", "1", "--batch-size", "16"]
 def run(
     args: list[str], *, tiny: bool = True, timeout: int = 300, launcher: list[str] | None = None
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])  # this checkout's vlblocks
-    cmd = [*(launcher or [sys.executable]), str(SCRIPT), *(TINY if tiny else []), "--threads", "1", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    args = [*(TINY if tiny else []), "--threads", "1", *args]
+    return run_script(SCRIPT, args, launcher=launcher, timeout=timeout)
 
 
 def test_all_heads_share_features_and_the_folder_describes_itself(tmp_path: Path) -> None:

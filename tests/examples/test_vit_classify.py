@@ -6,34 +6,21 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from recipe_harness import ROOT, ok, rows, run_script
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "vit_classify.py"
 TINY = ["--num-scenes", "96", "--val-scenes", "32", "--dim", "32", "--depth", "1", "--heads", "2"]
 TINY += ["--batch-size", "32"]
 
 
 def run(args: list[str], *, tiny: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(SCRIPT), *(TINY if tiny else []), "--threads", "1", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return run_script(SCRIPT, [*(TINY if tiny else []), "--threads", "1", *args], timeout=timeout)
 
 
 def test_short_run_writes_a_self_describing_folder(tmp_path: Path) -> None:

@@ -4,15 +4,13 @@ loss stop, torchrun, run-folder protection, --eval-only and --ask from the folde
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from recipe_harness import ROOT, ok, rows, run_script
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "vqa_train.py"
 TINY = [
     "--num-scenes",
@@ -31,18 +29,8 @@ TINY = [
 
 
 def run(args: list[str], *, launcher: list[str] | None = None, timeout: int = 240, tiny: bool = True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [*(launcher or [sys.executable]), str(SCRIPT), *(TINY if tiny else []), "--threads", "1", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    args = [*(TINY if tiny else []), "--threads", "1", *args]
+    return run_script(SCRIPT, args, launcher=launcher, timeout=timeout)
 
 
 def test_short_run_writes_a_self_describing_folder(tmp_path: Path) -> None:
