@@ -2,7 +2,8 @@
 "Early convolutions help transformers see better"). With it a from-scratch tiny ViT learns ShapesWorld in minutes.
 
 Use as timm's ``embed_layer``: ``VisionTransformer(..., patch_size=4, embed_layer=ConvStem)``, then wrap the model
-in ``ImageEncoder``; ``conv_stem_vit`` does both for the tiny ViTs the recipes train from scratch. Kept out of ``vlblocks.encoders``' namespace so importing vlblocks does not import timm.
+in ``ImageEncoder``; ``conv_stem_vit`` does both for the tiny ViTs the recipes train from scratch. Kept out of
+``vlblocks.encoders``' namespace so importing vlblocks does not import timm.
 
 Shapes: B batch, S x S image, p patch size (a power of 2), D width.
 """

@@ -11,8 +11,8 @@ and on HF's greedy tokens) with:
   run as one batched product over slices of a view of the weight (MKL keeps a one-row product on one thread; the
   batched one runs its slices on all), nothing copied;
 - otherwise on CPU, the large float32 projections (LM head, GPT-2-small layers) run on a copy of the weight laid
-  out for the kernel: transposed (in, out) for one row (a matrix-vector product at the bandwidth), pre-packed for oneDNN
-  (`torch.ops.mkldnn._reorder_linear_weight`) for more rows. A copy is cached per parameter and rebuilt when the
+  out for the kernel: transposed (in, out) for one row (a matrix-vector product at the bandwidth), pre-packed for
+  oneDNN (`torch.ops.mkldnn._reorder_linear_weight`) for more rows. A copy is cached per parameter and rebuilt when the
   parameter's storage or version counter changes (optimizer steps, `load_state_dict`, LoRA merges all bump it; a
   write through `.data` does not: call `clear_weight_cache()` after one). On a GPU nothing is copied.
 
@@ -165,8 +165,7 @@ class FastStep:
 
     With `greedy=True` the step returns the greedy tokens (B,) instead of the logits (`picks_tokens`), and so does
     `head`: through `GreedyHead` where it applies (CPU, float32, 2 rows or more or a large head, an int8 or bfloat16
-    kernel), else the
-    first maximum of the float32 logits.
+    kernel), else the first maximum of the float32 logits.
     """
 
     def __init__(self, decoder: Any, rows: int, *, greedy: bool = False) -> None:

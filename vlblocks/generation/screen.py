@@ -44,9 +44,10 @@ start on bfloat16 (until the weight changes); the tokens are the same either way
 
 This is a CPU path, used from 2 rows on, and at one row for heads of 2^22 weights or more (50,257 x 128 and wider:
 a batch-1 `generate` of 30 greedy tokens ran 4-22% faster at width 128, 23% at 256; at width 64 10% slower, so a
-smaller head keeps the float32 product on the transposed copy; measured): the uncertain rows are gathered
-with `nonzero`, whose shape depends on the data, and the rare resolution runs only when there is one (a branch on a
-CPU tensor's shape). There is no device to wait for on a CPU; on a GPU `generate` keeps the float32 head, fixed shapes and no branch.
+smaller head keeps the float32 product on the transposed copy; measured): the uncertain rows are gathered with
+`nonzero`, whose shape depends on the data, and the rare resolution runs only when there is one (a branch on a CPU
+tensor's shape). There is no device to wait for on a CPU; on a GPU `generate` keeps the float32 head, fixed shapes
+and no branch.
 
 Shapes: B rows, D width, V vocabulary, Vp = V padded to a multiple of 64, C = Vp / 64 chunks, K candidates.
 """
@@ -130,9 +131,8 @@ class GreedyHead:
         kind = screen_kind()
         if kind == "int8" and _loose(weight):
             kind = "bf16"
-        if rows < _MIN_ROWS and weight.numel() < _MIN_ONE_ROW_ELEMENTS:
-            return None  # one row of a small head: the float32 product on the transposed copy is as fast
-        if weight.shape[0] < 2 * _CANDIDATES or kind is None:
+        small = rows < _MIN_ROWS and weight.numel() < _MIN_ONE_ROW_ELEMENTS  # one row: float32 is as fast there
+        if small or weight.shape[0] < 2 * _CANDIDATES or kind is None:
             return None
         return cls(weight, rows, kind)
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from einops import rearrange
 
 from vlblocks._checks import (
     check_int,
@@ -31,6 +30,7 @@ from vlblocks._checks import (
 from vlblocks.generation.cache import StaticCache
 from vlblocks.generation.fast import FastStep
 from vlblocks.generation.processors import apply_repetition_penalty, ban_repeated_ngrams
+from vlblocks.generation.recorder import CrossAttentionRecorder, check_layers
 from vlblocks.generation.sampling import _check as check_sampling_args
 from vlblocks.generation.sampling import noise_width, sample_next_token
 
@@ -220,8 +220,8 @@ def generate(
     if eos is not None:
         check_int("eos_token_id", eos, low=0, high=decoder.config.vocab_size - 1)
     pad = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
-    layers = _check_layers(decoder, return_cross_attentions)
-    with torch.no_grad(), _CrossAttentionRecorder(decoder, layers) as recorder:
+    layers = check_layers(decoder, return_cross_attentions)
+    with torch.no_grad(), CrossAttentionRecorder(decoder, layers) as recorder:
         prompt = prepare(decoder, image_embeds, input_ids, attention_mask, max_new_tokens)
         check_sampling_args(torch.zeros(prompt.ids.shape[0], 1), temperature, top_k, top_p, min_p)
         # plain greedy (argmax only: no scores, penalties or sampling): the step may pick the tokens itself
@@ -245,7 +245,7 @@ def generate(
 def _sample_loop(
     decoder: Any, prompt: Prompt, cache: StaticCache, logits: torch.Tensor, position: torch.Tensor, *,
     sampler: dict[str, Any], max_new_tokens: int, eos: int | None, pad: int, repetition_penalty: Any, ngram: int,
-    recorder: _CrossAttentionRecorder, step_fn: Any, check_every: int, output_scores: bool, picks_tokens: bool,
+    recorder: CrossAttentionRecorder, step_fn: Any, check_every: int, output_scores: bool, picks_tokens: bool,
 ) -> GenerationOutput:
     """Greedy / sampling decode. `picks_tokens`: `step_fn` (and the prefill's `logits`) are the greedy tokens."""
     b, p = prompt.ids.shape
@@ -336,64 +336,6 @@ class _EarlyStop:
         else:
             self.event = True
         return done
-
-
-class _CrossAttentionRecorder:
-    """Switch the selected layers' cross-attention to the manual path and keep the last query's probabilities."""
-
-    def __init__(self, decoder: Any, layers: list[int]) -> None:
-        self.modules = [decoder.transformer.h[i].crossattention for i in layers]
-        self.layers, self.latest, self.handles, self.fused = layers, {}, [], []
-
-    def __enter__(self) -> _CrossAttentionRecorder:
-        for layer, module in zip(self.layers, self.modules):
-            self.fused.append(module.fused)
-            module.fused = False
-            self.handles.append(module.attn_probs.register_forward_hook(self._hook(layer)))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for module, fused, handle in zip(self.modules, self.fused, self.handles):
-            module.fused = fused
-            handle.remove()
-
-    def _hook(self, layer: int):
-        def hook(module: Any, args: Any, probs: torch.Tensor) -> None:
-            self.latest[layer] = probs  # (Bi, H, G * Nq, Ni)
-
-        return hook
-
-    def last_query(self, rows: int | None = None) -> dict[int, torch.Tensor]:
-        """Per layer, the last query's probabilities per row (B, H, Ni) (rows = B when the beams share images)."""
-        out = {}
-        for layer, probs in self.latest.items():
-            bi, _, gq, _ = probs.shape
-            group = (rows or bi) // bi
-            per_row = rearrange(probs, "b h (g n) k -> (b g) n h k", g=group)  # (B, Nq, H, Ni)
-            out[layer] = per_row[:, -1]
-        return out
-
-    def stack(self, steps: list[dict[int, torch.Tensor]], b: int, total: int) -> dict[int, torch.Tensor]:
-        """Per layer, (B, T, H, Ni); steps after an early stop are zeros."""
-        out = {}
-        for layer in self.layers:
-            got = torch.stack([s[layer] for s in steps], dim=1)  # (B, t, H, Ni)
-            if got.shape[1] < total:
-                pad = got.new_zeros(b, total - got.shape[1], *got.shape[2:])
-                got = torch.cat([got, pad], dim=1)
-            out[layer] = got
-        return out
-
-
-def _check_layers(decoder: Any, layers: Sequence[int] | None) -> list[int]:
-    if layers is None:
-        return []
-    depth = len(decoder.transformer.h)
-    out = [check_int("return_cross_attentions", i, low=-depth, high=depth - 1) % depth for i in layers]
-    for i in out:
-        if not decoder.transformer.h[i].has_cross:
-            raise ValueError(f"return_cross_attentions: layer {i} has no cross-attention")
-    return out
 
 
 _COMPILED: dict[str, Any] = {}

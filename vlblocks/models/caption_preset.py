@@ -157,8 +157,12 @@ def build_captioner(preset: CaptionPreset, *, tokenizer: Any, lm_state: dict | N
     from vlblocks.models.captioner import Captioner
 
     p = preset
-    if p.image_encoder == "tiny-vit" and p.stem == "conv":
-        image = _conv_stem_vit(p)
+    if p.image_encoder == "tiny-vit" and p.stem == "conv":  # same tokens as patchify: (S / p)^2 + CLS
+        from vlblocks.encoders.conv_stem import conv_stem_vit
+
+        image = conv_stem_vit(
+            image_size=p.image_size, patch_size=p.patch_size, dim=p.image_dim, depth=p.image_depth, heads=p.heads
+        )
     elif p.image_encoder.startswith("tiny-"):
         image = ImageEncoder.tiny(
             p.image_encoder[5:],
@@ -188,15 +192,6 @@ def build_captioner(preset: CaptionPreset, *, tokenizer: Any, lm_state: dict | N
     projector = nn.Linear(image.out_dim, decoder.config.image_width)
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else decoder.config.bos_token_id
     return Captioner(image, decoder, projector=projector, tokenizer=tokenizer, start_token_id=start)
-
-
-def _conv_stem_vit(p: CaptionPreset) -> nn.Module:
-    """The tiny timm ViT with a convolutional stem instead of the patchify layer (same tokens: (S / p)^2 + CLS)."""
-    from vlblocks.encoders.conv_stem import conv_stem_vit
-
-    return conv_stem_vit(
-        image_size=p.image_size, patch_size=p.patch_size, dim=p.image_dim, depth=p.image_depth, heads=p.heads
-    )
 
 
 def load_language_model(decoder: nn.Module, lm_state: dict) -> None:

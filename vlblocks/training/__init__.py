@@ -94,6 +94,7 @@ __all__ = [
     "mask_grid",
     "mask_legend",
     "nonneg_int",
+    "optimizer_for_run",
     "overlay_mask",
     "param_groups",
     "plot_panels",
@@ -119,7 +120,6 @@ __all__ = [
     "to_device",
     "to_pil",
     "usage_error",
-    "optimizer_for_run",
     "warmup_steps_for",
     "wrap_ddp",
 ]
