@@ -12,7 +12,9 @@ large copy).
 
     python benchmarks/bench_generate.py --threads 2                       # both sizes (short: 2 reps)
     python benchmarks/bench_generate.py --sizes tiny --reps 5
-    python benchmarks/bench_generate.py --device cuda --compile --reps 5   # CUDA events; compiled decode step
+    python benchmarks/bench_generate.py --device cuda --reps 5                # CUDA events, eager step
+    python benchmarks/bench_generate.py --device cuda --cuda-graph --reps 5   # the step replayed from a CUDA graph
+    python benchmarks/bench_generate.py --device cuda --compile --cuda-graph --reps 5   # compiled, then captured
 
 Shapes: B batch, Ni = 197 image tokens, D width, T = 30 new tokens.
 """
@@ -84,7 +86,8 @@ def _measure(
 
     def run_ours():
         return ours.generate(
-            image, bos, max_new_tokens=args.new_tokens, generator=gen, compile_step=args.compile, **kw
+            image, bos, max_new_tokens=args.new_tokens, generator=gen, compile_step=args.compile,
+            cuda_graph=args.cuda_graph, **kw
         ).sequences
 
     if check and not torch.equal(run_ours(), run_hf()):
@@ -119,6 +122,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--new-tokens", type=int, default=30)
     parser.add_argument("--compile", action="store_true", help="vlblocks: torch.compile the decode step")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="vlblocks: replay the decode step from a CUDA graph (captured in the warm-up call)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -145,7 +150,8 @@ def main() -> None:
     )
     print(
         f"\ngenerate, {args.new_tokens} new tokens, cross-attention over 197 image tokens ({where}; median of "
-        f"{args.reps} reps, {args.clock} clock; copy bandwidth {bandwidth / 1e9:.1f} GB/s{'; compiled step' if args.compile else ''})\n"
+        f"{args.reps} reps, {args.clock} clock; copy bandwidth {bandwidth / 1e9:.1f} GB/s{'; compiled step' if args.compile else ''}"
+        f"{'; CUDA graph' if args.cuda_graph else ''})\n"
     )
     print("| size | batch | decoding | vlblocks tok/s | HF tok/s | vs HF | floor tok/s | floor / vlblocks |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")

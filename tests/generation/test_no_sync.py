@@ -5,7 +5,7 @@ A meta tensor has a shape and no data, so everything that would make the host wa
 `bincount`, `repeat_interleave` without an output size, and mixing in a CPU tensor built on the host (tested below as
 the control). What meta allows and a GPU would still pay for is watched by two modes: a tensor built from host data
 on the device (`torch.tensor(data, device=...)`), a copy between devices, and `torch.multinomial`. With a GPU, the same loop runs under
-`torch.cuda.set_sync_debug_mode("error")` (`benchmarks/bench_generate.py --device cuda --sync-check`).
+`torch.cuda.set_sync_debug_mode("error")` (`benchmarks/bench_generate.py --device cuda` runs each configuration so before timing it).
 
 Not covered here: `check_every > 0`, whose non-blocking copy of the "all finished" flag to host memory is the one
 device -> host transfer by design (read only once its CUDA event has completed).
@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vlblocks.decoders import GPT2Decoder, GPT2DecoderConfig
-from vlblocks.generation import search
+from vlblocks.generation import graph, search
 
 META = torch.device("meta")
 
@@ -107,6 +107,24 @@ def test_cross_attention_maps_never_read_the_device():
     out, seen = _generate(_decoder("cross"), return_cross_attentions=[0, 1])
     assert {k: tuple(v.shape) for k, v in out.cross_attentions.items()} == {0: (2, 5, 4, 5), 1: (2, 5, 4, 5)}
     assert seen == []
+
+
+@pytest.mark.parametrize("case", ["greedy", "sampling", "beam search"])
+def test_cuda_graph_generate_never_reads_the_device(monkeypatch, case):
+    """The kept-cache path of `cuda_graph=True` (load the prefill into the kept cache, copy each step's inputs into
+    the static ones), with the capture replaced by a plain call writing the static output."""
+
+    def capture(fn, device):
+        out = fn()
+        return (lambda: out.copy_(fn())), out
+
+    monkeypatch.setattr(graph, "_DEVICES", ("meta",))
+    monkeypatch.setattr(graph, "_capture", capture)
+    dec = _decoder("cross")
+    for _ in range(2):  # the second call reuses the kept cache
+        out, seen = _generate(dec, cuda_graph=True, **CASES[case])
+        assert out.sequences.shape == (2, 3 + 5) and seen == []
+    assert len(graph._KEPT[dec]) == 1
 
 
 def test_the_check_catches_a_sync(monkeypatch):

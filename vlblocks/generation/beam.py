@@ -36,12 +36,11 @@ def beam_search(
     num_beams: int, length_penalty: float, early_stopping: bool | str, max_new_tokens: int, eos: int | None,
     pad: int, repetition_penalty: Any, ngram: int, recorder: Any, step_fn: Any, check_every: int,
 ) -> GenerationOutput:
-    """Beam search after `prefill` (cache and logits of B rows); see `generate`."""
+    """Beam search after `prefill`: logits of B rows, the cache already repeated to B * K rows; see `generate`."""
     b, p = prompt.ids.shape
     k, device = num_beams, logits.device
     vocab = logits.shape[-1]
     total = p + max_new_tokens
-    cache.repeat_rows(k)
     logits = logits.repeat_interleave(k, dim=0)  # (B*K, V)
     position = position.repeat_interleave(k, dim=0)  # (B*K, 1)
     first_attn = {layer: a.repeat_interleave(k, dim=0) for layer, a in recorder.last_query().items()}

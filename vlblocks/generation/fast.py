@@ -198,14 +198,17 @@ class FastStep:
 
         `greedy`: the caller takes the argmax of the logits and nothing else (no scores, penalties or sampling).
         """
+        return cls(decoder, rows, greedy=greedy) if cls.supports(decoder) else None
+
+    @staticmethod
+    def supports(decoder: Any) -> bool:
+        """Whether the decoder is in eval mode with plain embeddings, fused attention and no hooks."""
         if decoder.training or torch.nn.modules.module._global_forward_hooks:
-            return None
-        for module in decoder.modules():
-            if _hooked(module) or getattr(module, "fused", True) is False:
-                return None
-        if type(decoder.transformer.wte) is not nn.Embedding or type(decoder.transformer.wpe) is not nn.Embedding:
-            return None
-        return cls(decoder, rows, greedy=greedy)
+            return False
+        if any(_hooked(m) or getattr(m, "fused", True) is False for m in decoder.modules()):
+            return False
+        tr = decoder.transformer
+        return type(tr.wte) is nn.Embedding and type(tr.wpe) is nn.Embedding
 
     def __call__(
         self, decoder: Any, cache: StaticCache, tokens: torch.Tensor, slot: torch.Tensor, position: torch.Tensor

@@ -29,6 +29,7 @@ from vlblocks._checks import (
 )
 from vlblocks.generation.cache import StaticCache
 from vlblocks.generation.fast import FastStep
+from vlblocks.generation.graph import check_graphable, kept_step
 from vlblocks.generation.processors import apply_repetition_penalty, ban_repeated_ngrams
 from vlblocks.generation.recorder import CrossAttentionRecorder, check_layers
 from vlblocks.generation.sampling import _check as check_sampling_args
@@ -179,6 +180,7 @@ def generate(
     return_cross_attentions: Sequence[int] | None = None,
     check_every: int = 0,
     compile_step: bool = False,
+    cuda_graph: bool = False,
     output_scores: bool = False,
 ) -> GenerationOutput:
     """Decode up to `max_new_tokens` tokens per row (greedy, sampling or beam search).
@@ -198,8 +200,11 @@ def generate(
         return_cross_attentions: layer indices whose cross-attention to return; only those layers leave the fused
             kernel.
         check_every: k > 0 stops once every row has finished, seen through a non-blocking copy every k steps.
-        compile_step: run the decode step through `torch.compile(fullgraph=True)` (default mode: no CUDA-graph
-            capture yet; the step has the fixed shapes and in-place cache writes a capture needs).
+        compile_step: run the decode step through `torch.compile(fullgraph=True)` (default mode; with
+            `cuda_graph=True` the compiled step is what is captured).
+        cuda_graph: on a GPU, capture the decode step in a CUDA graph once per decoder and shape and replay it
+            every step (`vlblocks.generation.graph`; needs an eval-mode decoder without hooks and no
+            `return_cross_attentions`).
         output_scores: greedy / sampling: also return each row's summed log-probabilities (a log-softmax over the
             vocabulary every step; off by default, as HF's `output_scores`). Beam search always returns them.
 
@@ -208,7 +213,7 @@ def generate(
 
     Raises:
         ValueError: a sampler argument out of range, num_beams < 1, a prompt longer than the position budget,
-            image embeddings of the wrong width.
+            image embeddings of the wrong width, `cuda_graph=True` off a GPU or with hooks.
     """
     check_positive_int("max_new_tokens", max_new_tokens)
     check_positive_int("num_beams", num_beams)
@@ -227,9 +232,17 @@ def generate(
         # plain greedy (argmax only: no scores, penalties or sampling): the step may pick the tokens itself
         only_argmax = num_beams == 1 and not output_scores and _is_zero(temperature) and _no_penalty(
             repetition_penalty, no_repeat_ngram_size)
-        fast = None if compile_step else FastStep.build(decoder, prompt.ids.shape[0] * num_beams, greedy=only_argmax)
+        rows = prompt.ids.shape[0] * num_beams
+        if cuda_graph:
+            check_graphable(decoder, decoder.lm_head.weight.device, hooked=not FastStep.supports(decoder), recorded=bool(layers))
+        fast = None if compile_step else FastStep.build(decoder, rows, greedy=only_argmax)
         step_fn = _compiled_step() if compile_step else (fast or decode_step)
         cache, logits, position = prefill(decoder, prompt, head=None if fast is None else fast.head, step=fast)
+        if cuda_graph:  # the kept cache of this shape, loaded with the prefill; the step replays on it
+            kind = "compiled" if compile_step else ("tokens" if fast.picks_tokens else "logits")
+            step_fn, cache = kept_step(decoder, cache, repeat=num_beams, kind=kind, step_fn=step_fn)
+        elif num_beams > 1:
+            cache.repeat_rows(num_beams)  # the beams of each prompt
         common = dict(max_new_tokens=max_new_tokens, eos=eos, pad=pad, repetition_penalty=repetition_penalty,
                       ngram=no_repeat_ngram_size, recorder=recorder, step_fn=step_fn, check_every=check_every)
         if num_beams > 1:
