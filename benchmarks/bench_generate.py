@@ -150,8 +150,8 @@ def main() -> None:
     )
     print(
         f"\ngenerate, {args.new_tokens} new tokens, cross-attention over 197 image tokens ({where}; median of "
-        f"{args.reps} reps, {args.clock} clock; copy bandwidth {bandwidth / 1e9:.1f} GB/s{'; compiled step' if args.compile else ''}"
-        f"{'; CUDA graph' if args.cuda_graph else ''})\n"
+        f"{args.reps} reps, {args.clock} clock; copy bandwidth {bandwidth / 1e9:.1f} GB/s"
+        f"{'; compiled step' if args.compile else ''}{'; CUDA graph' if args.cuda_graph else ''})\n"
     )
     print("| size | batch | decoding | vlblocks tok/s | HF tok/s | vs HF | floor tok/s | floor / vlblocks |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")

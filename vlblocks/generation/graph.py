@@ -75,7 +75,7 @@ class GraphedStep:
         self, decoder: Any, cache: StaticCache, tokens: torch.Tensor, slot: torch.Tensor, position: torch.Tensor
     ) -> torch.Tensor:
         if cache is not self.cache:
-            raise RuntimeError("a GraphedStep runs on the cache it was captured with (use the cache kept_step returned)")
+            raise RuntimeError("a GraphedStep runs on the cache it was captured with (the cache kept_step returned)")
         self.tokens.copy_(tokens)
         self.slot.copy_(slot)
         self.position.copy_(position)

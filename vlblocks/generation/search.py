@@ -234,7 +234,8 @@ def generate(
             repetition_penalty, no_repeat_ngram_size)
         rows = prompt.ids.shape[0] * num_beams
         if cuda_graph:
-            check_graphable(decoder, decoder.lm_head.weight.device, hooked=not FastStep.supports(decoder), recorded=bool(layers))
+            check_graphable(decoder, decoder.lm_head.weight.device, hooked=not FastStep.supports(decoder),
+                            recorded=bool(layers))
         fast = None if compile_step else FastStep.build(decoder, rows, greedy=only_argmax)
         step_fn = _compiled_step() if compile_step else (fast or decode_step)
         cache, logits, position = prefill(decoder, prompt, head=None if fast is None else fast.head, step=fast)
