@@ -44,33 +44,19 @@ from vlblocks import training as T
 from vlblocks.data import CocoCaptions, ShapesWorld, build_word_tokenizer, load_image
 from vlblocks.data.caption_batch import caption_tokens, tidy_caption
 from vlblocks.data.collate import stack_images
-from vlblocks.decoders import GPT2Decoder
 from vlblocks.metrics import caption_scores
 from vlblocks.models import load_run
-from vlblocks.models.caption_lm import cached_language_model
-from vlblocks.models.caption_preset import (
-    PEFT_METHODS,
-    CaptionPreset,
-    apply_caption_peft,
-    build_captioner,
-    caption_decoder_config,
-)
+from vlblocks.models.caption_lm import caption_language_model
+from vlblocks.models.caption_preset import PEFT_METHODS, CaptionPreset, apply_caption_peft, build_captioner
+from vlblocks.models.clip_scorer import load_clip_scorer
 from vlblocks.models.trained_view import TrainedView
 from vlblocks.peft import save_adapter
-from vlblocks.utils import count_parameters
+from vlblocks.utils import ParameterCount, count_parameters
 
-CONTROL = (
-    "output_dir",
-    "resume",
-    "overwrite",
-    "eval_only",
-    "stop_after",
-    "threads",
-    "device",
-    "save_every",
-    "ask",
-)
-COMPARE = [
+SCORES = ("BLEU-4", "CIDEr-D", "ROUGE-L")
+# flags that say how to run, not what to build: a resumed / loaded run keeps these from the command line
+CONTROL = (*T.RUN_CONTROL, "ask")
+COMPARE = [  # --compare: the PEFT table's rows, each a change of the flags
     ("full", {"peft": "full"}),
     ("LoRA r=8", {"peft": "lora", "lora_r": 8, "lora_alpha": 16.0}),
     ("LoRA r=16", {"peft": "lora", "lora_r": 16, "lora_alpha": 32.0}),
@@ -147,44 +133,33 @@ def parse_args(argv: list[str] | None = None):
 
 
 def build_data(args):
-    """(train items [(image, captions)], val items, val references {image_id: captions}, image ids)."""
+    """(train items {image, image_id, captions}, val items, val references {image_id: captions})."""
     if args.data == "shapes":
-        splits = [
+        train, val = (
             ShapesWorld(s, num_scenes=n, image_size=args.image_size, seed=args.seed).captions(per_image=True)
             for s, n in (("train", args.num_scenes), ("val", args.val_scenes))
-        ]
-    else:
-        root = args.data_root
-        try:
-            splits = [
-                CocoCaptions(root / "annotations" / f"captions_{s}2014.json", root / f"{s}2014")
-                for s in ("train", "val")
-            ]
-        except (FileNotFoundError, ValueError) as err:
-            raise SystemExit(f"--data-root {root}: {err}") from None
-        splits[1] = torch.utils.data.Subset(splits[1], range(min(args.val_scenes, len(splits[1]))))
-    refs = {item["image_id"]: item["captions"] for item in _records(splits[1])}
-    return splits[0], splits[1], refs
+        )
+        return train, val, val.references()  # references() reads no image
+    root = args.data_root
+    try:
+        train, val = (
+            CocoCaptions(root / "annotations" / f"captions_{s}2014.json", root / f"{s}2014")
+            for s in ("train", "val")
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"--data-root {root}: {err}") from None
+    n = min(args.val_scenes, len(val))
+    return train, torch.utils.data.Subset(val, range(n)), dict(list(val.references().items())[:n])
 
 
-def _records(dataset):
-    """Items without rendering / reading images where the dataset allows it."""
-    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
-    if hasattr(base, "references"):
-        refs = list(base.references().items())
-        idx = dataset.indices if isinstance(dataset, torch.utils.data.Subset) else range(len(refs))
-        return [{"image_id": refs[i][0], "captions": refs[i][1]} for i in idx]
-    return [dataset[i] for i in range(len(dataset))]
-
-
-def build_tokenizer(args, train, out: Path, dist):
+def build_tokenizer(args, texts: list[str], out: Path, dist):
     """The run's saved tokenizer (--resume), else a word-level one of the training captions or the hub GPT-2's."""
     from transformers import AutoTokenizer
 
     if args.resume and (out / "tokenizer").is_dir():
         return AutoTokenizer.from_pretrained(str(out / "tokenizer"))
     if args.decoder == "tiny-gpt2":
-        tokenizer = build_word_tokenizer(c for item in _records(train) for c in item["captions"])
+        tokenizer = build_word_tokenizer(texts)
     else:
         tokenizer = AutoTokenizer.from_pretrained(args.decoder)
     if dist.is_main:
@@ -192,27 +167,12 @@ def build_tokenizer(args, train, out: Path, dist):
     return tokenizer
 
 
-def build_model(args, preset, tokenizer, train, out: Path, dist, say):
+def build_model(args, preset, tokenizer, texts: list[str], out: Path, dist, say):
     """The captioner with its PEFT layers; the tiny decoder starts from the LM cached in out/lm (pretrained first)."""
     lm_state = None
-    if preset.tiny_decoder:
-        texts = [c for item in _records(train) for c in item["captions"]]
-        settings = dict(
-            steps=args.lm_steps, batch_size=64, lr=args.lm_lr, max_length=args.max_length, seed=args.seed
-        )
-
-        def lm() -> dict:
-            T.seed_everything(args.seed)
-            build = lambda: GPT2Decoder(caption_decoder_config(preset, tokenizer, image=False))  # noqa: E731
-            bar = lambda it: T.progress(it, desc="LM pretraining", enabled=dist.is_main)  # noqa: E731
-            return cached_language_model(
-                out / "lm", build, tokenizer, texts, say=say, progress=bar, **settings
-            )
-
-        if dist.is_main:
-            lm_state = lm()
-        T.barrier()  # the other ranks read the cached LM that rank 0 wrote
-        lm_state = lm_state if dist.is_main else lm()
+    if preset.tiny_decoder:  # rank 0 pretrains (or reuses) the language model, the other ranks read its cache
+        settings = dict(steps=args.lm_steps, lr=args.lm_lr, seed=args.seed, main=dist.is_main, say=say)
+        lm_state = caption_language_model(preset, tokenizer, texts, out / "lm", **settings)
     T.seed_everything(args.seed)
     model = build_captioner(preset, tokenizer=tokenizer, lm_state=lm_state)
     apply_caption_peft(model, preset)
@@ -220,25 +180,22 @@ def build_model(args, preset, tokenizer, train, out: Path, dist, say):
 
 
 def pixels(model, images) -> torch.Tensor:
+    """PIL images or uint8 (3, H, W) tensors -> (B, 3, S, S) normalised as the image encoder expects."""
     config = model.image_encoder.image_config
     return config.normalize(stack_images(images, config.size).float() / 255)
 
 
 def train_batch(model, dataset, indices, args, step: int):
-    """(pixel_values, CaptionTokens) of one batch (full or random captions), or None for an unreadable image."""
+    """The model's inputs of one batch (the full or a random caption per image), or None for an unreadable image."""
     items = [dataset[i] for i in indices]
     if not items or any(item is None or item.get("image") is None for item in items):
         return None
     g = torch.Generator().manual_seed(args.seed * 7919 + step)
-    texts = [
-        c[0]
-        if args.data == "shapes" and args.captions == "full"
-        else c[int(torch.randint(len(c), (1,), generator=g))]
-        for c in (item["captions"] for item in items)
-    ]
-    return pixels(model, [item["image"] for item in items]), caption_tokens(
-        model.tokenizer, texts, max_length=args.max_length
-    )
+    full, captions = args.data == "shapes" and args.captions == "full", [item["captions"] for item in items]
+    texts = [c[0] if full else c[int(torch.randint(len(c), (1,), generator=g))] for c in captions]
+    pixel_values = pixels(model, [item["image"] for item in items])  # (B, 3, S, S)
+    tokens = caption_tokens(model.tokenizer, texts, max_length=args.max_length)  # 3 x (B, T)
+    return {"pixel_values": pixel_values, **tokens._asdict()}
 
 
 @torch.no_grad()
@@ -246,39 +203,39 @@ def evaluate(model, val, refs, args, dist, **generation) -> dict:
     """Greedy (or `generation`) captions of the validation images (each rank its share) and their scores."""
     model.eval()
     n, b, rows = len(val), args.eval_batch_size, []
-    for s in T.progress(
-        list(range(0, n, b))[dist.rank :: dist.world_size], desc="eval", leave=False, enabled=dist.is_main
-    ):
+    starts = list(range(0, n, b))[dist.rank :: dist.world_size]  # this rank's batches
+    for s in T.progress(starts, desc="eval", leave=False, enabled=dist.is_main):
         items = [val[i] for i in range(s, min(s + b, n))]
         items = [it for it in items if it is not None and it.get("image") is not None]
         if items:
-            caps = model.generate(
-                pixels(model, [it["image"] for it in items]).to(dist.device),
-                max_new_tokens=args.max_length - 1,
-                **generation,
-            )
+            pixel_values = pixels(model, [it["image"] for it in items]).to(dist.device)  # (b, 3, S, S)
+            caps = model.generate(pixel_values, max_new_tokens=args.max_length - 1, **generation)
             rows += [{"image_id": it["image_id"], "caption": tidy_caption(c)} for it, c in zip(items, caps)]
     rows = sorted(T.gather_lists(rows), key=lambda r: r["image_id"])
     model.train()
     scores = caption_scores({r["image_id"]: refs[r["image_id"]] for r in rows}, rows).summary()
-    return {
-        "BLEU-4": scores["Bleu_4"],
-        "CIDEr-D": scores["CIDEr"],
-        "ROUGE-L": scores["ROUGE_L"],
-        "predictions": rows,
-    }
+    scores = dict(zip(SCORES, (scores["Bleu_4"], scores["CIDEr"], scores["ROUGE_L"])))
+    return scores | {"predictions": rows}
+
+
+def clip_score(scorer, val, predictions: list[dict]) -> float:
+    """CLIPScore of the predicted captions with their validation images."""
+    by_id = {val[i]["image_id"]: val[i]["image"] for i in range(len(val))}
+    images = [T.to_pil(by_id[r["image_id"]]) for r in predictions]
+    return scorer(images, [r["caption"] for r in predictions], batch_size=64).score
 
 
 # ----------------------------------------------------------------------------- training
 
 
-def train(run: T.TrainingRun) -> tuple[int, list[dict], dict]:
-    """Train one configuration into `run`'s folder; returns (exit code, per-epoch rows, the final evaluation)."""
+def train(run: T.TrainingRun) -> tuple[dict, ParameterCount]:
+    """Train one configuration into `run`'s folder; returns (the final evaluation, the parameter count)."""
     args, dist, out, t0 = run.args, run.dist, run.out, time.perf_counter()
     train_set, val, refs = build_data(args)
+    texts = [c for captions in train_set.references().values() for c in captions]  # every training caption
     preset = CaptionPreset.from_dict(vars(args))
-    tokenizer = build_tokenizer(args, train_set, out, dist)
-    model = build_model(args, preset, tokenizer, train_set, out, dist, run.say).to(dist.device)
+    tokenizer = build_tokenizer(args, texts, out, dist)
+    model = build_model(args, preset, tokenizer, texts, out, dist, run.say).to(dist.device)
     count = count_parameters(model)
     run.save_config(model=preset.to_dict())
     if len(train_set) // args.batch_size // dist.world_size == 0:
@@ -288,30 +245,20 @@ def train(run: T.TrainingRun) -> tuple[int, list[dict], dict]:
     total = run.plan(len(train_set), per_batch=args.batch_size, drop_last=True)
     if run.resumed:
         model = load_run(out).model.train().to(dist.device)  # the adapter file and the trained modules
-    optimizer = T.build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = T.build_scheduler(
-        optimizer, total_steps=total, warmup_steps=T.warmup_steps_for(args.warmup, total)
-    )
-    run.track(model=TrainedView(model), optimizer=optimizer, scheduler=scheduler)  # what the checkpoint holds
+    # what the checkpoint holds: the trained non-PEFT weights (adapter/ beside it), optimizer, schedule
+    run.track(model=TrainedView(model), **T.optimizer_for_run(model, args, total))
     run.restore()
     run.say(
         f"model: {count.trainable:,} of {count.total:,} parameters train ({100 * count.trainable / count.total:.2f}%); "
         f"{total} steps of {args.batch_size} x {dist.world_size} images ({time.perf_counter() - t0:.0f}s set-up)"
     )
+    scorer = load_clip_scorer(args.clip_model) if args.clip_model else None
     ddp, final = T.wrap_ddp(model, dist), {}
     for _, batches in run.epochs(len(train_set), per_batch=args.batch_size):
         t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
         for indices in run.progress(batches):
             batch = train_batch(model, train_set, indices, args, run.step * dist.world_size + dist.rank)
-            loss = None
-            if batch:
-                pixel_values, tokens = batch[0].to(dist.device), batch[1]
-                loss = ddp(
-                    pixel_values,
-                    tokens.input_ids.to(dist.device),
-                    attention_mask=tokens.attention_mask.to(dist.device),
-                    labels=tokens.labels.to(dist.device),
-                ).loss
+            loss = ddp(**T.to_device(batch, dist.device)).loss if batch else None  # None: an unreadable image
             # clip the model's gradients: the tracked view holds no parameters of its own
             if not run.optimizer_step(loss, clip_parameters=model.parameters()):
                 break
@@ -320,22 +267,21 @@ def train(run: T.TrainingRun) -> tuple[int, list[dict], dict]:
         if run.epoch_complete:
             t_train, cpu_train = time.perf_counter() - t_epoch, time.process_time() - cpu_epoch
             final = evaluate(model, val, refs, args, dist)
-            metrics = {k: final[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")}
-            metrics |= {"train_s": t_train, "train_cpu_s": cpu_train}
-            if args.clip_model:
-                metrics["CLIPScore"] = clip_score(args.clip_model, val, final["predictions"])
+            metrics = {k: final[k] for k in SCORES} | {"train_s": t_train, "train_cpu_s": cpu_train}
+            if scorer is not None:
+                metrics["CLIPScore"] = clip_score(scorer, val, final["predictions"])
             run.end_epoch(metrics, time_key=None)
         run.save()
         save_peft(model, preset, run)
     if run.completed:
         if dist.is_main:
-            report(model, val, final, run.history, out, count)
+            report(val, final, run.history, out, count)
         run.say(
             f"done in {time.perf_counter() - t0:.0f}s ({time.process_time():.0f}s CPU time); outputs in {out}"
         )
     elif run.step < run.total:
         run.finish()  # says where it stopped
-    return run.code, run.history, final | {"params": count, "complete": run.step >= total}
+    return final, count
 
 
 def save_peft(model, preset: CaptionPreset, run: T.TrainingRun) -> None:
@@ -344,95 +290,29 @@ def save_peft(model, preset: CaptionPreset, run: T.TrainingRun) -> None:
         save_adapter(model.decoder, run.out / "adapter", base_model_name_or_path=preset.decoder)
 
 
-def clip_score(name: str, val, predictions: list[dict]) -> float:
-    from transformers import CLIPModel, CLIPProcessor
-
-    from vlblocks.metrics import clip_model_score
-
-    model, processor = CLIPModel.from_pretrained(name).eval(), CLIPProcessor.from_pretrained(name)
-    by_id = {val[i]["image_id"]: val[i]["image"] for i in range(len(val))}
-    images = [T.to_pil(by_id[r["image_id"]]) for r in predictions]
-    return clip_model_score(model, processor, images, [r["caption"] for r in predictions]).score
+# ----------------------------------------------------------------------------- report, ask, main
 
 
-# ----------------------------------------------------------------------------- report, compare, ask
-
-
-def report(model, val, final, history, out: Path, count) -> None:
+def report(val, final, history, out: Path, count) -> None:
     """Final table, summary.json, predictions_val.json (COCO results) and captions.png."""
-    print("\n" + T.format_table(history))
-    summary = {
-        "final": history[-1],
-        "history": history,
-        "trainable_params": count.trainable,
-        "total_params": count.total,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    T.write_summary(out, history, trainable_params=count.trainable, total_params=count.total)
     (out / "predictions_val.json").write_text(json.dumps(final["predictions"], indent=1))
-    caption_grid(val, final["predictions"]).save(out / "captions.png")
+    caption_of = {r["image_id"]: r["caption"] for r in final["predictions"]}
+    shown = [val[i] for i in range(min(8, len(val)))]  # the first eight, with their first reference
+    images, references = [it["image"] for it in shown], [it["captions"][0] for it in shown]
+    captions = [caption_of[it["image_id"]] for it in shown]
+    T.caption_grid(images, captions, references).save(out / "captions.png")
     print(
         f"\nCIDEr-D {history[-1]['CIDEr-D']:.3f}, BLEU-4 {history[-1]['BLEU-4']:.3f} on {len(final['predictions'])} "
         f"validation images; predictions in {out / 'predictions_val.json'} (score them with examples/caption_eval.py)"
     )
 
 
-def caption_grid(val, predictions: list[dict], n: int = 8):
-    """The first n validation images with the generated caption (blue) and the first reference (black)."""
-    images, lines = [], []
-    for i in range(min(n, len(val))):
-        item = val[i]
-        pred = next(r["caption"] for r in predictions if r["image_id"] == item["image_id"])
-        images.append(item["image"])
-        lines.append([("pred: " + pred, (0, 0, 160)), "ref: " + item["captions"][0]])
-    return T.image_grid(images, lines, cols=4, cell=256)
-
-
-def compare(args, dist, say) -> int:
-    """--compare: each PEFT configuration in turn (same data, seed and budget) into <output-dir>/<name>/."""
-    rows, base = [], Path(args.output_dir)
-    lm = base / "lm"
-    for name, change in COMPARE:
-        run_args = type(args)(
-            **{**vars(args), **change, "output_dir": base / name.replace(" ", "_").replace("=", "")}
-        )
-        out = T.prepare_run_dir(run_args.output_dir, overwrite=True, main=dist.is_main)
-        if lm.is_dir() and dist.is_main and not (out / "lm").exists():
-            (out / "lm").symlink_to(lm.resolve(), target_is_directory=True)
-        say(f"\n=== {name} ({args.mode} mode) ===")
-        # cleanup=False: the process group stays for the next configuration
-        with T.TrainingRun(run_args, dist, out, task="caption", cleanup=False) as run:
-            code, history, final = train(run)
-        if code or not final.get("complete"):
-            say(f"--compare stopped during {name}; the finished rows are not written")
-            return code or 1
-        if not lm.exists() and (out / "lm").is_dir():
-            lm.symlink_to((out / "lm").resolve(), target_is_directory=True)
-        count, epochs = final["params"], len(history)
-        rows.append(
-            {
-                "method": name,
-                "CIDEr-D": final["CIDEr-D"],
-                "BLEU-4": final["BLEU-4"],
-                "trainable": count.trainable,
-                "trainable %": 100 * count.trainable / count.total,
-                "s/epoch": sum(h["train_s"] for h in history) / epochs,
-                "CPU s/epoch": sum(h["train_cpu_s"] for h in history) / epochs,
-            }
-        )
-    table = T.format_table(rows)
-    say(f"\nPEFT comparison, {args.mode} mode:\n{table}")
-    if dist.is_main:
-        (base / "compare.json").write_text(json.dumps(rows, indent=2))
-    return 0
-
-
 def ask(args) -> int:
-    run = load_run(args.output_dir)
-    image = load_image(args.ask)
-    caption = run.model.generate(
-        pixels(run.model, [image]), max_new_tokens=run.config["args"]["max_length"] - 1
-    )[0]
-    print(tidy_caption(caption))
+    """--ask IMAGE: the greedy caption of an image file by the run in --output-dir."""
+    run, image = load_run(args.output_dir), load_image(args.ask)
+    max_new_tokens = run.config["args"]["max_length"] - 1
+    print(tidy_caption(run.model.generate(pixels(run.model, [image]), max_new_tokens=max_new_tokens)[0]))
     return 0
 
 
@@ -443,23 +323,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.ask:
         return ask(args)
     dist = T.setup_distributed(device=None if args.device == "auto" else args.device)
-    say = lambda *a: T.say(*a, enabled=dist.is_main)  # noqa: E731
-    if args.eval_only:
-        run = load_run(args.output_dir)
+    if args.eval_only:  # re-evaluate the run in --output-dir and rewrite its report
+        run, out = load_run(args.output_dir), Path(args.output_dir)
         _, val, refs = build_data(args)
         final = evaluate(run.model.to(dist.device), val, refs, args, dist)
-        history = (
-            T.read_jsonl(Path(args.output_dir) / "metrics.jsonl")
-            if (Path(args.output_dir) / "metrics.jsonl").exists()
-            else []
-        )
-        row = {"eval_only": True} | {k: final[k] for k in ("BLEU-4", "CIDEr-D", "ROUGE-L")}
+        row = {"eval_only": True} | {k: final[k] for k in SCORES}
+        history = [*T.read_jsonl(out / "metrics.jsonl", missing_ok=True), row]
         if dist.is_main:
-            report(run.model, val, final, [*history, row], Path(args.output_dir), count_parameters(run.model))
+            report(val, final, history, out, count_parameters(run.model))
         return 0
-    if args.compare:
-        T.prepare_run_dir(args.output_dir, resume=True, main=dist.is_main)
-        return compare(args, dist, say)
+    if args.compare:  # each PEFT method in turn (same data, seed and budget) into <output-dir>/<method>/
+        table = dict(metrics=("CIDEr-D", "BLEU-4"), share=("lm",), label=f"{args.mode} mode")
+        return T.compare_variants(args, dist, COMPARE, train, task="caption", **table)
     with T.start_run(args, task="caption") as run:
         train(run)
     return run.code

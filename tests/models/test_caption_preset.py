@@ -13,7 +13,7 @@ import torch
 from vlblocks.data import ShapesWorld, build_word_tokenizer
 from vlblocks.data.caption_batch import caption_tokens
 from vlblocks.decoders import GPT2Decoder
-from vlblocks.models.caption_lm import cached_language_model
+from vlblocks.models.caption_lm import cached_language_model, caption_language_model
 from vlblocks.models.caption_preset import (
     CaptionPreset,
     apply_caption_peft,
@@ -213,6 +213,45 @@ def test_cached_language_model_is_reused(tok, tmp_path) -> None:
     assert any("other settings" in s for s in said)
     fresh = build().state_dict()["transformer.h.0.attn.c_attn.weight"]
     assert not torch.equal(fresh, first["transformer.h.0.attn.c_attn.weight"])  # control: it did train
+
+
+def test_caption_language_model_pretrains_the_presets_decoder_once_and_the_other_ranks_read_it(
+    tok, tmp_path
+) -> None:
+    """caption_language_model = seed, then cached_language_model of the preset's text-only decoder; a non-main
+    process (main=False) reads the cache the main one wrote, silently and without writing."""
+    from vlblocks.training import seed_everything
+
+    preset, said = CaptionPreset(**SIZES), []
+    texts = ["one shape: a large red circle", "two shapes: a small blue square and a large red circle"]
+    kw = dict(steps=3, lr=3e-3, seed=5)
+    state = caption_language_model(preset, tok, texts, tmp_path / "lm", say=said.append, **kw)
+    assert "pretraining" in said[0] and (tmp_path / "lm" / "model.safetensors").is_file()
+    seed_everything(5)  # by hand: the same seed, decoder, settings (batches of 64, the preset's max_length)
+    build = lambda: GPT2Decoder(caption_decoder_config(preset, tok, image=False))  # noqa: E731
+    by_hand = cached_language_model(
+        tmp_path / "manual",
+        build,
+        tok,
+        texts,
+        say=said.append,
+        batch_size=64,
+        max_length=preset.max_length,
+        **kw,
+    )
+    assert state.keys() == by_hand.keys() and all(torch.equal(state[k], by_hand[k]) for k in state)
+    stamp, heard = (tmp_path / "lm" / "model.safetensors").stat().st_mtime_ns, []
+    other = caption_language_model(preset, tok, texts, tmp_path / "lm", main=False, say=heard.append, **kw)
+    assert all(torch.equal(state[k], other[k]) for k in other) and heard == []  # tied weights stored once
+    assert (tmp_path / "lm" / "model.safetensors").stat().st_mtime_ns == stamp  # read, not written again
+    caption_language_model(preset, tok, texts, tmp_path / "lm", say=said.append, **kw)
+    assert "reusing" in said[-1]
+    reseeded = caption_language_model(
+        preset, tok, texts, tmp_path / "lm6", say=said.append, **{**kw, "seed": 6}
+    )
+    assert not torch.equal(
+        reseeded["transformer.h.0.attn.c_attn.weight"], state["transformer.h.0.attn.c_attn.weight"]
+    )
 
 
 def test_preset_errors() -> None:

@@ -1,4 +1,4 @@
-"""MetricLogger (JSON lines, rank 0 only) and format_table."""
+"""MetricLogger (JSON lines, rank 0 only), read_jsonl, format_table and write_summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlblocks.training import MetricLogger, format_table, read_jsonl
+from vlblocks.training import MetricLogger, format_table, read_jsonl, write_summary
 
 
 def test_writes_valid_jsonl(tmp_path) -> None:
@@ -70,3 +70,23 @@ def test_format_table_errors() -> None:
         format_table([])
     with pytest.raises(ValueError, match="precision must be a non-negative int"):
         format_table([{"a": 1}], precision=-1)
+
+
+def test_read_jsonl_missing_ok(tmp_path) -> None:
+    missing = tmp_path / "none" / "metrics.jsonl"
+    assert read_jsonl(missing, missing_ok=True) == []
+    with pytest.raises(FileNotFoundError):
+        read_jsonl(missing)  # control: by default a missing file is an error
+    MetricLogger(missing).log(step=1)
+    assert [r["step"] for r in read_jsonl(missing, missing_ok=True)] == [1]
+
+
+def test_write_summary_prints_the_table_and_writes_summary_json(tmp_path, capsys) -> None:
+    history = [{"epoch": 1, "acc": 0.5}, {"epoch": 2, "acc": 0.75}]
+    summary = write_summary(tmp_path, history, params=10)
+    assert capsys.readouterr().out == "\n" + format_table(history) + "\n"
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved == summary == {"final": {"epoch": 2, "acc": 0.75}, "history": history, "params": 10}
+    assert list(saved) == ["final", "history", "params"]
+    with pytest.raises(ValueError, match="history"):
+        write_summary(tmp_path, [])

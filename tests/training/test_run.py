@@ -1,5 +1,5 @@
-"""Run flags (validated at parse time, defaults shown), run folders (never overwritten silently), run configs, the
-prediction grid."""
+"""Run flags (validated at parse time, defaults shown), run folders (never overwritten silently), run configs and
+the flags a restored run keeps from the command line, the prediction grid and the caption grid."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import torch
 from PIL import Image
 
 from vlblocks.training import (
+    RUN_CONTROL,
     RunFolderError,
     add_run_args,
+    caption_grid,
     image_grid,
     is_run_dir,
     load_run_config,
     make_parser,
     prepare_run_dir,
+    restore_run_args,
     save_run_config,
 )
 
@@ -131,3 +134,43 @@ def test_image_grid_wraps_a_long_title_to_its_width() -> None:
     band = np.asarray(grid.crop((0, 0, 64, 14 * lines + 8))).astype(int)
     assert (band.sum(-1) < 300).any()  # the title is drawn
     assert (band[:, -3:].sum(-1) > 600).all()  # and nothing reaches the right edge
+
+
+def test_run_control_flags_come_from_the_command_line_the_rest_from_the_run(tmp_path) -> None:
+    p = parser()
+    p.add_argument("--width", type=int, default=8)
+    dests = {a.dest for a in p._actions}
+    assert set(RUN_CONTROL) <= dests and {"seed", "epochs", "lr"}.isdisjoint(RUN_CONTROL)
+    trained = p.parse_args(
+        ["--output-dir", str(tmp_path), "--width", "32", "--epochs", "5", "--threads", "3"]
+    )
+    save_run_config(tmp_path, task="demo", args=trained)
+    now = p.parse_args(["--output-dir", str(tmp_path), "--eval-only", "--threads", "1", "--device", "cpu"])
+    restored = restore_run_args(now, keep=RUN_CONTROL)
+    assert (restored.width, restored.epochs) == (32, 5)  # what built the model: the run's own
+    assert (restored.threads, restored.device, restored.eval_only) == (
+        1,
+        "cpu",
+        True,
+    )  # how to run: this call's
+    assert restored.output_dir == tmp_path
+    control = restore_run_args(now, keep=())
+    assert (control.threads, control.eval_only) == (3, False)  # control: without keep the saved values win
+
+
+def test_caption_grid_is_the_image_grid_of_prediction_and_reference() -> None:
+    images = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    captions, references = ["a red square", "green", "blue"], ["one red square", "a green one", "the blue"]
+    grid = caption_grid(images, captions, references, cols=2, cell=128)  # 20 characters a line: no wrapping
+    lines = [[("pred: " + c, (0, 0, 160)), "ref: " + r] for c, r in zip(captions, references)]
+    assert np.array_equal(np.asarray(grid), np.asarray(image_grid(images, lines, cols=2, cell=128)))
+    assert grid.size == (256, 2 * (128 + 2 * 14 + 6))  # two lines under each image
+    pred = np.asarray(grid.crop((0, 128, 128, 128 + 14))).reshape(-1, 3).astype(int)
+    ref = np.asarray(grid.crop((0, 128 + 14, 128, 128 + 28))).reshape(-1, 3).astype(int)
+    blue = lambda px: ((px[:, 2] > 100) & (px[:, 0] < 60) & (px[:, 1] < 60)).any()  # noqa: E731
+    assert (
+        blue(pred) and not blue(ref) and (ref.sum(-1) < 100).any()
+    )  # prediction blue; control: reference black
+    assert caption_grid(images[:1], captions[:1], references[:1]).size[0] == 256  # default cell 256
+    with pytest.raises(ValueError, match="one entry per image"):
+        caption_grid(images, captions[:2], references)

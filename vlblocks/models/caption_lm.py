@@ -5,7 +5,8 @@ model that already writes the language. Offline there is no GPT-2 checkpoint for
 so the caption recipe first trains the tiny decoder on the training captions alone (next-token prediction, AdamW,
 warm-up + cosine), as GPT-2 (Radford et al. 2019) is pretrained on web text, then adapts it to images. The result
 is cached as ``<folder>/model.safetensors`` + ``lm.json`` (the decoder config and the pretraining settings) and
-reused when the settings match.
+reused when the settings match. ``caption_language_model`` does this for a `CaptionPreset`'s tiny decoder under
+torchrun too: the main process pretrains (or reads) the cache, the others then read it.
 
 Shapes: B captions, T tokens, V vocabulary.
 """
@@ -16,14 +17,17 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from vlblocks._checks import check_positive_int, check_positive_number
 
-__all__ = ["LM_CONFIG", "cached_language_model", "pretrain_language_model"]
+if TYPE_CHECKING:
+    from vlblocks.models.caption_preset import CaptionPreset
+
+__all__ = ["LM_CONFIG", "cached_language_model", "caption_language_model", "pretrain_language_model"]
 
 LM_CONFIG = "lm.json"
 LM_WEIGHTS = "model.safetensors"
@@ -112,3 +116,45 @@ def cached_language_model(
     save_model(decoder, str(folder / LM_WEIGHTS))
     meta.write_text(json.dumps({"key": key, "final_loss": loss}, indent=2), encoding="utf-8")
     return {k: v.detach() for k, v in decoder.state_dict().items()}
+
+
+def caption_language_model(
+    preset: CaptionPreset,
+    tokenizer: Any,
+    texts: Sequence[str],
+    folder: str | os.PathLike,
+    *,
+    steps: int,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    main: bool = True,
+    say: Callable[[str], Any] = print,
+) -> dict[str, torch.Tensor]:
+    """The pretrained text-only language model of a `CaptionPreset`'s tiny decoder, cached in `folder`.
+
+    The decoder is ``caption_decoder_config(preset, tokenizer, image=False)``, initialised after seeding every RNG
+    with `seed` and pretrained (`cached_language_model`, a progress bar on the main process) on `texts` with
+    ``max_length=preset.max_length``. Under torchrun the main process (`main`) pretrains or reads the cache first,
+    every process waits at a barrier, then the others read what it cached: every process gets the same weights
+    (a state dict read from the cache holds tied weights once), and only the main one writes `folder` or calls
+    `say`.
+    """
+    from vlblocks.decoders import GPT2Decoder
+    from vlblocks.models.caption_preset import caption_decoder_config
+    from vlblocks.training.distributed import barrier
+    from vlblocks.training.run import progress
+    from vlblocks.training.seed import seed_everything
+
+    settings = dict(steps=steps, batch_size=batch_size, lr=lr, max_length=preset.max_length, seed=seed)
+
+    def load() -> dict[str, torch.Tensor]:
+        seed_everything(seed)  # the fresh decoder's init: the same on every process and every call
+        build = lambda: GPT2Decoder(caption_decoder_config(preset, tokenizer, image=False))  # noqa: E731
+        bar = lambda it: progress(it, desc="LM pretraining", enabled=main)  # noqa: E731
+        quiet = say if main else (lambda message: None)
+        return cached_language_model(folder, build, tokenizer, texts, say=quiet, progress=bar, **settings)
+
+    state = load() if main else None
+    barrier()  # the other processes read the language model that the main one cached
+    return state if main else load()

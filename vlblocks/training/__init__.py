@@ -1,7 +1,8 @@
 """Training helpers: schedules, optimizer groups, run flags and folders, collective stop / NaN / empty-batch
 decisions, reseeding, sharded batch order, atomic safetensors checkpoints and resume, torchrun / DDP, logging and the
-prediction grid, and the run a recipe trains in (``start_run``). Plain functions, small context managers and one
-run object that never calls the model: the training loop itself stays in each recipe.
+prediction grid, the run a recipe trains in (``start_run``) and the table comparing variants of it
+(``compare_variants``). Plain functions, small context managers and one run object that never calls the model: the
+training loop itself stays in each recipe.
 
 Imported as a namespace: ``from vlblocks import training; info = training.setup_distributed()``.
 """
@@ -14,6 +15,7 @@ from vlblocks.training.checkpoint import (
     read_checkpoint_state,
     save_checkpoint,
 )
+from vlblocks.training.compare import compare_variants, variant_dir, variant_row
 from vlblocks.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -27,8 +29,8 @@ from vlblocks.training.distributed import (
     setup_distributed,
     wrap_ddp,
 )
-from vlblocks.training.grid import image_grid, to_pil
-from vlblocks.training.logging import MetricLogger, format_table, read_jsonl
+from vlblocks.training.grid import caption_grid, image_grid, to_pil
+from vlblocks.training.logging import MetricLogger, format_table, read_jsonl, write_summary
 from vlblocks.training.loop import (
     StepDecision,
     StopRequest,
@@ -43,6 +45,7 @@ from vlblocks.training.masks import class_palette, mask_grid, mask_legend, overl
 from vlblocks.training.optim import build_optimizer, param_groups, supports_fused_adamw
 from vlblocks.training.plots import plot_panels
 from vlblocks.training.run import (
+    RUN_CONTROL,
     RunFolderError,
     add_run_args,
     fraction,
@@ -63,6 +66,7 @@ from vlblocks.training.seed import seed_everything
 from vlblocks.training.session import TrainingRun, start_run, to_device, usage_error
 
 __all__ = [
+    "RUN_CONTROL",
     "DistInfo",
     "MetricLogger",
     "RunFolderError",
@@ -75,9 +79,11 @@ __all__ = [
     "barrier",
     "build_optimizer",
     "build_scheduler",
+    "caption_grid",
     "chunk_groups",
     "class_palette",
     "cleanup_distributed",
+    "compare_variants",
     "format_table",
     "fraction",
     "gather_lists",
@@ -120,6 +126,9 @@ __all__ = [
     "to_device",
     "to_pil",
     "usage_error",
+    "variant_dir",
+    "variant_row",
     "warmup_steps_for",
     "wrap_ddp",
+    "write_summary",
 ]

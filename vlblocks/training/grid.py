@@ -2,7 +2,8 @@
 
 Pure PIL (no matplotlib). Each cell holds the image scaled to ``cell`` pixels (nearest-neighbour for small images
 so ShapesWorld's pixels stay sharp) and its lines of text wrapped to the cell's width, each line in its own colour
-(e.g. green for a correct prediction, red for a wrong one).
+(e.g. green for a correct prediction, red for a wrong one). ``caption_grid`` is the captioning recipes' picture:
+each image with its generated caption and a reference.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["image_grid", "to_pil"]
+__all__ = ["caption_grid", "image_grid", "to_pil"]
 
 Color = str | tuple[int, int, int]
 LINE_HEIGHT = 14
+CAPTION_BLUE = (0, 0, 160)  # the generated caption in a caption grid
 
 
 def to_pil(image: Image.Image | torch.Tensor | np.ndarray) -> Image.Image:
@@ -90,6 +92,31 @@ def image_grid(
         for k, (line, colour) in enumerate(text[:n_lines]):
             draw.text((x + 4, y + cell + 2 + LINE_HEIGHT * k), line, fill=colour, font=font)
     return grid
+
+
+def caption_grid(
+    images: Sequence[Image.Image | torch.Tensor | np.ndarray],
+    captions: Sequence[str],
+    references: Sequence[str],
+    *,
+    cols: int = 4,
+    cell: int = 256,
+) -> Image.Image:
+    """`image_grid` of captioned images: under image i ``pred: captions[i]`` (blue) and ``ref: references[i]``.
+
+    Args:
+        images: PIL images, uint8 tensors (3, H, W) or arrays (H, W, 3).
+        captions: one generated caption per image.
+        references: one reference caption per image (e.g. its first).
+        cols, cell: as `image_grid`.
+    """
+    if not len(images) == len(captions) == len(references):
+        raise ValueError(
+            f"captions and references must have one entry per image ({len(images)}), "
+            f"got {len(captions)} and {len(references)}"
+        )
+    lines = [[("pred: " + c, CAPTION_BLUE), "ref: " + r] for c, r in zip(captions, references)]
+    return image_grid(images, lines, cols=cols, cell=cell)
 
 
 def _wrap(text: Sequence[str | tuple[str, Color]] | str, width: int) -> list[tuple[str, Color]]:

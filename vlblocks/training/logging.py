@@ -2,7 +2,8 @@
 
 One ``MetricLogger.log(**metrics)`` call appends one JSON object (the metrics plus a ``time`` stamp in seconds
 since the epoch) as one line of ``metrics.jsonl``; tensors and numpy scalars are turned into Python numbers.
-Under torchrun only the process with rank 0 writes. ``format_table`` renders a list of dicts as a markdown table.
+Under torchrun only the process with rank 0 writes. ``format_table`` renders a list of dicts as a markdown table;
+``write_summary`` prints a run's epoch table and writes its ``summary.json``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["MetricLogger", "format_table", "read_jsonl"]
+__all__ = ["MetricLogger", "format_table", "read_jsonl", "write_summary"]
 
 
 def _to_json_value(value: Any, name: str) -> Any:
@@ -75,8 +76,12 @@ class MetricLogger:
         return f"MetricLogger(path={str(self.path)!r}, rank={self.rank})"
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a JSON-lines file written by ``MetricLogger`` (blank lines skipped)."""
+def read_jsonl(path: str | os.PathLike, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """Read a JSON-lines file written by ``MetricLogger`` (blank lines skipped). `missing_ok`: a file that does not
+    exist reads as no records (e.g. the history of a run folder that logged no epoch) instead of raising
+    ``FileNotFoundError``."""
+    if missing_ok and not Path(path).exists():
+        return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -117,3 +122,22 @@ def format_table(
     for row in rows:
         lines.append("| " + " | ".join(_format_cell(row.get(c), precision) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def write_summary(
+    folder: str | os.PathLike, history: Sequence[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """The end of a run's report: print its epoch table (`format_table`, after a blank line) and write
+    ``folder/summary.json``: ``{"final": history[-1], "history": history, **extra}`` (indented JSON). Returns it.
+
+    Args:
+        folder: the run folder (it must exist).
+        history: the epoch rows, the last one the final result (e.g. ``TrainingRun.history``).
+        extra: more JSON-able entries (e.g. parameter counts).
+    """
+    if not history:
+        raise ValueError("history must hold at least one row, got none")
+    print("\n" + format_table(history))
+    summary = {"final": history[-1], "history": list(history), **extra}
+    (Path(folder) / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

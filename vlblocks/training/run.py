@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 __all__ = [
     "RUN_CONFIG",
+    "RUN_CONTROL",
     "RunFolderError",
     "add_run_args",
     "fraction",
@@ -45,6 +46,18 @@ __all__ = [
 ]
 
 RUN_CONFIG = "run_config.json"
+# the flags of add_run_args that say how to run, not what to build: a resumed / loaded run keeps these from the
+# command line (restore_run_args' `keep`; a recipe adds its own, e.g. "ask")
+RUN_CONTROL = (
+    "output_dir",
+    "resume",
+    "overwrite",
+    "eval_only",
+    "stop_after",
+    "threads",
+    "device",
+    "save_every",
+)
 # files whose presence means "a run lives here"
 _RUN_MARKERS = (RUN_CONFIG, "metrics.jsonl", "checkpoint", "summary.json")
 
