@@ -16,6 +16,7 @@ from vlblocks.decoders import GPT2Decoder, GPT2DecoderConfig
 from vlblocks.generation import graph
 from vlblocks.generation.cache import StaticCache
 from vlblocks.generation.graph import release_graphs
+from vlblocks.peft import apply_lora, lora_layers, merge_lora, unmerge_lora
 
 V, D, DI, PAD = 300, 32, 24, 0
 
@@ -155,6 +156,30 @@ def test_in_place_weight_update_is_seen_and_a_new_parameter_recaptures(taped):
     expected = dec.generate(image, ids, attention_mask=mask, max_new_tokens=7)
     assert torch.equal(dec.generate(image, ids, **kw).sequences, expected.sequences)
     assert taped.captures == 2
+
+
+def test_lora_merge_recaptures(taped):
+    """Merging changes the weights in place AND the Python branch (no delta any more): the old capture would add
+    the delta twice, so the module flags are part of the key."""
+    dec = _decoder()
+    apply_lora(dec, ["c_attn", "c_fc"], r=4, alpha=8)
+    with torch.no_grad():
+        for _, layer in lora_layers(dec):
+            layer.lora_B.normal_(0.0, 0.5)  # a delta that changes the tokens
+    image, ids, mask = _inputs(2, seed=2)
+    kw = dict(attention_mask=mask, max_new_tokens=7)
+    before = dec.generate(image, ids, **kw)
+    assert torch.equal(dec.generate(image, ids, cuda_graph=True, **kw).sequences, before.sequences)
+    merge_lora(dec)
+    merged = dec.generate(image, ids, **kw)
+    assert torch.equal(dec.generate(image, ids, cuda_graph=True, **kw).sequences, merged.sequences)
+    assert taped.captures == 2
+    unmerge_lora(dec)
+    with torch.no_grad():
+        for _, layer in lora_layers(dec):
+            layer.lora_B.zero_()
+    # control: the delta changes the tokens, so a capture that added it twice would be seen
+    assert not torch.equal(dec.generate(image, ids, **kw).sequences, before.sequences)
 
 
 def test_kept_shapes_are_bounded_and_released(taped):

@@ -12,8 +12,10 @@ the same tensor every time, and the cache is one kept per decoder and shape. `ge
    (the loop reads it before the next replay).
 
 The step's kernels are whatever `generate` would run (the fused `FastStep`, or the `torch.compile`d step with
-`compile_step=True`); they read the parameters where they are, so in-place weight updates (optimizer steps, LoRA merges)
-are seen, and a new parameter tensor (`.to()`, a new module) gives a new key and a new capture. Hooks would run only
+`compile_step=True`); they read the parameters where they are, so in-place weight updates (optimizer steps) are seen.
+The key of a kept step holds the parameters' addresses and every module's plain Python attributes, so a new parameter
+tensor (`.to()`, a new module) or a changed flag (a LoRA merge: the weight changes and the delta branch goes) gives a
+new capture. Hooks would run only
 while capturing, so a hooked or training decoder (and `return_cross_attentions`) is refused. At most `MAX_KEPT`
 shapes are kept per decoder (least recently used dropped); `release_graphs(decoder)` drops them all.
 
@@ -101,6 +103,7 @@ def kept_step(
         live.key_mask.device,
         live.layers[0].k.dtype,
         tuple(t.data_ptr() for t in itertools.chain(decoder.parameters(), decoder.buffers())),
+        _python_state(decoder),
     )
     kept = _KEPT.setdefault(decoder, OrderedDict())
     step = kept.get(key)
@@ -111,6 +114,16 @@ def kept_step(
     kept.move_to_end(key)
     _load(step.cache, live, repeat)
     return step, step.cache
+
+
+def _python_state(decoder: nn.Module) -> tuple:
+    """Every module's plain Python attributes (`training`, LoRA's `merged` and `scaling`, `eps`, ...): a replay runs
+    none of the Python that reads them, so a change (a LoRA merge, a new scale) must mean a new capture."""
+    plain = (bool, int, float, str, type(None))
+    return tuple(
+        (name, tuple(sorted((k, v) for k, v in vars(m).items() if isinstance(v, plain))))
+        for name, m in decoder.named_modules()
+    )
 
 
 def release_graphs(decoder: nn.Module) -> None:
