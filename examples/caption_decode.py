@@ -28,7 +28,7 @@ import torch
 from vlblocks import training as T
 from vlblocks.data import CocoCaptions, ShapesWorld
 from vlblocks.data.caption_batch import prompt_tokens, tidy_caption
-from vlblocks.data.collate import stack_images
+from vlblocks.data.collate import to_pixel_values
 from vlblocks.metrics import caption_scores
 from vlblocks.models import load_run
 
@@ -138,7 +138,7 @@ def decode(model, images, settings: dict, args) -> list[str]:
     generator = torch.Generator().manual_seed(args.seed)
     out = []
     for s in T.progress(range(0, len(images), args.batch_size), desc="decode", leave=False):
-        pixels = config.normalize(stack_images(images[s : s + args.batch_size], config.size).float() / 255)
+        pixels = to_pixel_values(images[s : s + args.batch_size], config)  # (b, 3, S, S)
         kw = dict(settings, max_new_tokens=args.max_new_tokens, generator=generator)
         if prompt:
             ids, mask = prompt_tokens(model.tokenizer, [prompt] * pixels.shape[0])

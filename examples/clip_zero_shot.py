@@ -32,7 +32,7 @@ import torch
 
 from vlblocks import training as T
 from vlblocks.data import ShapesWorld, load_image
-from vlblocks.data.collate import stack_images
+from vlblocks.data.collate import to_pixel_values
 from vlblocks.models import DualEncoder, ZeroShotClassifier, load_run
 
 DEFAULT_RUN = Path("runs") / "retrieval"
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     config = model.image_encoder.image_config
     batches = (
         (
-            config.normalize(stack_images(images[s : s + args.batch_size], config.size).float() / 255),
+            to_pixel_values(images[s : s + args.batch_size], config),
             torch.tensor(labels[s : s + args.batch_size]),
         )
         for s in T.progress(range(0, len(images), args.batch_size), desc="classify")

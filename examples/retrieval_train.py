@@ -32,7 +32,6 @@ or --overwrite.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -43,7 +42,7 @@ import torch
 
 from vlblocks import training as T
 from vlblocks.data import CocoCaptions, ShapesWorld, build_word_tokenizer
-from vlblocks.data.collate import stack_images
+from vlblocks.data.collate import to_pixel_values
 from vlblocks.data.shapes import SHAPES
 from vlblocks.losses import contrastive_loss, siglip_loss
 from vlblocks.metrics import retrieval_recall
@@ -51,7 +50,6 @@ from vlblocks.models import RetrievalPreset, build_dual_encoder, load_run
 from vlblocks.training.run import nonneg_float
 
 SHAPE_WORD = re.compile(r"\b(" + "|".join(SHAPES) + r")(?=s?\b)")
-CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "stop_after", "threads", "device", "save_every")
 METRICS = ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10")
 
 
@@ -108,7 +106,7 @@ def parse_args(argv: list[str] | None = None):
         args.hard_negatives = 1.0 if args.data == "shapes" else 0.0
     saved = args.eval_only and not args.init
     if args.resume or saved:  # a run folder describes itself: its own flags win
-        args = T.restore_run_args(args, keep=CONTROL, error=p.error)
+        args = T.restore_run_args(args, keep=T.RUN_CONTROL, error=p.error)
     if saved:  # evaluate the run in --output-dir itself, not the model it was initialised from
         args.init = None
     return args
@@ -159,8 +157,7 @@ def _records(dataset) -> list[list[str]]:
 
 def pixels(model, images) -> torch.Tensor:
     """PIL images or uint8 (3, H, W) tensors -> (B, 3, S, S) normalised as the image tower expects."""
-    config = model.image_encoder.image_config
-    return config.normalize(stack_images(images, config.size).float() / 255)
+    return to_pixel_values(images, model.image_encoder.image_config)
 
 
 def tokens(model, texts: list[str], args) -> dict:
@@ -310,7 +307,7 @@ def evaluate_saved_run(args) -> int:
     _, val, texts, text_to_image = build_data(args)
     T.say(shared_caption_note(texts, text_to_image), enabled=dist.is_main)
     metrics = evaluate(run.model, val, texts, text_to_image, args, dist)
-    history = T.read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
+    history = T.read_jsonl(out / "metrics.jsonl", missing_ok=True)
     if dist.is_main:
         report(run.model, val, texts, metrics, [*history, {"eval_only": True, **row_of(metrics)}], out)
     return 0
@@ -318,9 +315,7 @@ def evaluate_saved_run(args) -> int:
 
 def report(model, val, texts, metrics, history, out: Path) -> None:
     """Final table, summary.json, and retrievals.png: text queries with their top-5 images."""
-    print("\n" + T.format_table(history))
-    final = history[-1]
-    (out / "summary.json").write_text(json.dumps({"final": final, "history": history}, indent=2))
+    final = T.write_summary(out, history)["final"]
     retrieval_grid(val, texts, metrics["similarity"]).save(out / "retrievals.png")
     counts = Counter(len(t.split(",")) for t in texts)
     print(

@@ -37,7 +37,7 @@ from PIL import Image
 
 from vlblocks import training as T
 from vlblocks.data import ShapesWorld, load_image
-from vlblocks.data.collate import stack_images
+from vlblocks.data.collate import to_pixel_values
 from vlblocks.hooks import (
     apply_colormap,
     attention_grid,
@@ -173,7 +173,7 @@ def caption_figures(args) -> int:
     layers = pick_layers(args.layers, depth, default=list(range(depth)))
     encoder = model.image_encoder
     images = load_images(args, encoder.image_config.size)
-    pixels = encoder.image_config.normalize(stack_images(images, encoder.image_config.size).float() / 255)
+    pixels = to_pixel_values(images, encoder.image_config)  # (B, 3, S, S)
     cross = run.preset.mode == "cross"
     with torch.no_grad():
         out = model.generate_ids(
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     layers = pick_layers(args.layers, blocks, default=sorted({0, blocks // 2, blocks - 1}))
     grid, prefix = tuple(vit.patch_embed.grid_size), encoder.num_prefix_tokens
     images = load_images(args, encoder.image_config.size)
-    pixels = encoder.image_config.normalize(stack_images(images, encoder.image_config.size).float() / 255)
+    pixels = to_pixel_values(images, encoder.image_config)  # (B, 3, S, S)
     with (
         torch.no_grad(),
         record_attention(vit, "blocks.*.attn") as rec,

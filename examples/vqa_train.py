@@ -43,7 +43,7 @@ from vlblocks.utils import count_parameters
 
 SCORES = ("accuracy", "vqa_accuracy", "precision", "recall", "f1")
 # flags that say how to run, not what to build: a resumed / loaded run keeps these from the command line
-CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "ask", "stop_after", "threads", "device", "save_every")
+CONTROL = (*T.RUN_CONTROL, "ask")
 
 
 def parse_args(argv: list[str] | None = None):
@@ -307,9 +307,8 @@ def use_saved_run(args) -> int:
     _, val_set, records, vocab, _ = build_data(args, Path(args.output_dir), dist)
     collate = make_collator(run.model, run.vocab, args)
     metrics = evaluate(run.model, val_set, collate, run.vocab, args, dist)
-    log = Path(args.output_dir) / "metrics.jsonl"
     row = {"eval_only": True, **{k: metrics[k] for k in SCORES}}
-    history = [*(T.read_jsonl(log) if log.exists() else []), row]
+    history = [*T.read_jsonl(Path(args.output_dir) / "metrics.jsonl", missing_ok=True), row]
     report(run.model, val_set, collate, run.vocab, records, metrics, history, Path(args.output_dir))
     return 0
 

@@ -1,4 +1,5 @@
-"""VQACollator: shapes / dtypes, normalisation, resizing PIL and tensors, labels and scores, skipped items."""
+"""VQACollator: shapes / dtypes, normalisation, resizing PIL and tensors, labels and scores, skipped items;
+to_pixel_values against the formula written out by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 from vlblocks.data import AnswerVocab, ShapesWorld, VQACollator, VQAv2Dataset, build_word_tokenizer
-from vlblocks.data.collate import image_to_uint8
+from vlblocks.data.collate import image_to_uint8, stack_images, to_pixel_values
 from vlblocks.encoders import ImageConfig
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -169,3 +170,28 @@ def test_group_images_stacks_each_image_once(setup) -> None:
     torch.testing.assert_close(grouped["pixel_values"][grouped["image_index"]], plain["pixel_values"])
     for key in ("input_ids", "labels", "scores"):
         assert torch.equal(grouped[key], plain[key])
+
+
+def test_to_pixel_values_resizes_and_normalises_per_channel() -> None:
+    config = ImageConfig(4, MEAN, STD)
+    flat = torch.tensor([0, 51, 255], dtype=torch.uint8).view(3, 1, 1).expand(3, 4, 4).contiguous()
+    pil = Image.new("RGB", (9, 5), (255, 0, 102))  # another size: resized to 4 x 4
+    out = to_pixel_values([flat, pil], config)
+    assert out.shape == (2, 3, 4, 4) and out.dtype == torch.float32
+    # written out by hand: (value / 255 - mean) / std, channel by channel
+    by_hand = [
+        [(0 - 0.5) / 0.2, (0.2 - 0.4) / 0.25, (1 - 0.3) / 0.3],
+        [(1 - 0.5) / 0.2, (0 - 0.4) / 0.25, (0.4 - 0.3) / 0.3],
+    ]
+    assert torch.allclose(out, torch.tensor(by_hand).view(2, 3, 1, 1).expand(2, 3, 4, 4), atol=1e-6)
+    # the same pixels as stacking, scaling and normalising by hand (also for a real image resized 32 -> 48)
+    image = ShapesWorld("val", num_scenes=1, image_size=32).scene(0).image
+    pixels = stack_images([image], 48).float() / 255
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    assert torch.allclose(
+        to_pixel_values([image], ImageConfig(48, MEAN, STD)), (pixels - mean) / std, atol=1e-6
+    )
+    # control: other statistics give other values
+    assert not torch.allclose(to_pixel_values([flat], ImageConfig(4)), out[:1], atol=1e-3)
+    with pytest.raises(TypeError, match="image_config must be an ImageConfig"):
+        to_pixel_values([flat], (4, MEAN, STD))

@@ -9,6 +9,9 @@ Augmentation is a small per-image brightness / contrast jitter only: no horizont
 answers of "left of" / "right of" questions), no hue or saturation change (colour is an answer), and no crop
 (it could cut objects out and change counts).
 
+``to_pixel_values`` is the same resize-and-normalise step for a plain list of images (no questions): what the
+recipes and ``ask_vqa`` feed an image encoder.
+
 Shape legend: B batch, S image side, T tokens, K answer classes.
 """
 
@@ -27,7 +30,7 @@ from vlblocks.constants import IGNORE_INDEX
 from vlblocks.data.vqa import AnswerVocab
 from vlblocks.encoders.image import ImageConfig
 
-__all__ = ["VQACollator", "image_to_uint8", "stack_images"]
+__all__ = ["VQACollator", "image_to_uint8", "stack_images", "to_pixel_values"]
 
 
 def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -74,6 +77,21 @@ def stack_images(images: Sequence[Image.Image | torch.Tensor], size: int) -> tor
         for k, image in zip(indices, batch):
             out[k] = image
     return torch.stack(out)  # (B, 3, S, S)
+
+
+def to_pixel_values(images: Sequence[Image.Image | torch.Tensor], image_config: ImageConfig) -> torch.Tensor:
+    """The pixel values an image encoder takes: images resized to its side and normalised with its mean / std.
+
+    Args:
+        images: B PIL images or uint8 tensors (3, H, W), of any sizes (``stack_images``: bilinear resize to S).
+        image_config: the encoder's ``ImageConfig`` (``encoder.image_config``): side S, mean and std.
+
+    Returns:
+        float32 (B, 3, S, S): ``(pixel / 255 - mean) / std`` per channel.
+    """
+    if not isinstance(image_config, ImageConfig):
+        raise TypeError(f"image_config must be an ImageConfig, got {type(image_config).__name__}")
+    return image_config.normalize(stack_images(images, image_config.size).float() / 255)  # (B, 3, S, S)
 
 
 def _image_config(config: object, size: object, mean: object, std: object) -> ImageConfig:

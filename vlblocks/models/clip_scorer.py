@@ -79,10 +79,9 @@ class ClipScorer:
         )
 
     def _images(self, images: Sequence[Any]) -> torch.Tensor:
-        from vlblocks.data.collate import stack_images
+        from vlblocks.data.collate import to_pixel_values
 
-        config = self.model.image_encoder.image_config
-        pixels = config.normalize(stack_images(list(images), config.size).float() / 255)  # (b, 3, S, S)
+        pixels = to_pixel_values(list(images), self.model.image_encoder.image_config)  # (b, 3, S, S)
         return self.model.encode_image(pixels.to(_device(self.model))).float()
 
     def _texts(self, texts: list[str], batch_size: int) -> torch.Tensor:

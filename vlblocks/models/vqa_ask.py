@@ -34,7 +34,7 @@ def ask_vqa(
         top_k: how many answers (at most the vocabulary size).
     """
     from vlblocks.data import load_image
-    from vlblocks.data.collate import stack_images
+    from vlblocks.data.collate import to_pixel_values
 
     if not isinstance(run, LoadedRun) or run.task != "vqa":
         raise TypeError(f"run must be a LoadedRun of task 'vqa', got {getattr(run, 'task', type(run).__name__)!r}")
@@ -45,8 +45,7 @@ def ask_vqa(
     if not isinstance(image, Image.Image):
         image = load_image(image)
     device = next(run.model.parameters()).device
-    config = run.image_config
-    pixels = config.normalize(stack_images([image], config.size).float() / 255).to(device)  # (1, 3, S, S)
+    pixels = to_pixel_values([image], run.image_config).to(device)  # (1, 3, S, S)
     max_length = int(run.config["model"].get("max_length", 24))
     tokens = run.tokenizer([question], truncation=True, max_length=max_length, return_tensors="pt").to(device)
     probs = run.model(pixels, tokens["input_ids"], tokens["attention_mask"]).softmax(-1)[0]  # (C,)
