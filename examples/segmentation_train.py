@@ -38,17 +38,17 @@ from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from vlblocks import training as T
-from vlblocks.data import SHAPES, ShapesWorld, load_segmentation_folder
+from vlblocks.data import ShapesWorld, load_segmentation_folder
 from vlblocks.encoders import ImageEncoder
 from vlblocks.encoders.conv_stem import conv_stem_vit
 from vlblocks.heads import ConvSegHead, LinearSegHead, MaskTransformerSegHead
 from vlblocks.metrics import SegmentationMetrics
 from vlblocks.models import SegmentationModel
+from vlblocks.models.shapes_backbone import PRETRAIN_TASKS, pretrain_on_shapes
 
 HEADS = ("linear", "conv", "transformer", "transformer-shared-qk")
 IGNORE = 255
-PRETRAIN = ("masks", "objects", "counts")
-CONTROL = ("output_dir", "resume", "overwrite", "eval_only", "stop_after", "threads", "device", "save_every")
+CONTROL = T.RUN_CONTROL  # the flags a resumed / re-evaluated run takes from the command line
 
 
 def parse_args(argv: list[str] | None = None):
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None):
     g.add_argument("--patch-size", type=pos, default=4, help="tiny-vit pixels per token (power of 2)")
     g.add_argument("--dim", type=pos, default=64, help="tiny-vit width")
     g.add_argument("--depth", type=pos, default=2, help="tiny-vit layers")
-    g.add_argument("--pretrain", choices=PRETRAIN, default="counts", help="tiny-vit pretraining task")
+    g.add_argument("--pretrain", choices=PRETRAIN_TASKS, default="counts", help="tiny-vit pretraining task")
     g.add_argument("--pretrain-scenes", type=pos, default=6000, help="scenes of the pretraining world")
     g.add_argument("--pretrain-epochs", type=nonneg, default=4, help="tiny-vit pretraining epochs")
     g.add_argument("--pretrain-lr", type=posf, default=3e-3)
@@ -125,7 +125,9 @@ def pixels(images: torch.Tensor, config) -> torch.Tensor:
 
 
 def build_backbone(args, out: Path, dist, say) -> ImageEncoder:
-    """A hub / timm encoder, or the tiny ViT (conv stem) pretrained here by --pretrain (cached in the run folder)."""
+    """A hub / timm encoder, or the tiny ViT (conv stem) pretrained here by --pretrain (cached in the run folder):
+    on a separate world (seed + 1) with one linear classifier on the patch tokens (vlblocks.models.shapes_backbone
+    describes the three tasks)."""
     if args.backbone != "tiny-vit":
         return ImageEncoder.from_pretrained(args.backbone, image_size=args.image_size)
     T.seed_everything(args.seed)
@@ -135,85 +137,15 @@ def build_backbone(args, out: Path, dist, say) -> ImageEncoder:
         load_model(encoder, cached)
         say(f"backbone: reusing the pretrained tiny ViT in {cached}")
         return encoder
-    pretrain(encoder, args, dist, say)
-    if dist.is_main:
-        save_model(encoder, str(cached))
-    return encoder
-
-
-def pretrain(encoder: ImageEncoder, args, dist, say) -> None:
-    """Pretrain on a separate world (seed + 1) with one linear classifier on the patch tokens. masks: each token's
-    pixels' shape (background / circle / square / triangle; dense labels). objects: classification of each
-    object's colour-shape pair from the mean of the tokens in its box, and of the other tokens as background.
-    counts: how many objects of each colour-shape pair the scene holds (image-level labels), as the sum over the
-    tokens of per-token class probabilities (18 pairs + background) divided by m = --min-object-tokens, so that an
-    object must be claimed by at least m tokens (density counting, Lempitsky & Zisserman 2010)."""
     world = ShapesWorld(
         "train", num_scenes=args.pretrain_scenes, image_size=args.image_size, seed=args.seed + 1
     )
-    images = pixels(world.images, encoder.image_config)  # (N, 3, S, S)
-    targets, pool, classes = pretraining_targets(world, args)
-    decoder, grid = LinearSegHead(encoder.dim, classes), encoder.model.patch_embed.grid_size
-    model = nn.ModuleDict({"encoder": encoder, "decoder": decoder})
-    per_batch = args.pretrain_batch_size
-    steps = args.pretrain_epochs * (len(images) // per_batch)
-    optimizer = T.build_optimizer(model, lr=args.pretrain_lr, weight_decay=0.05)
-    scheduler = T.build_scheduler(optimizer, total_steps=max(steps, 1), warmup_steps=steps // 20)
-    t0, c0, losses = time.perf_counter(), time.process_time(), []
-    for epoch in range(args.pretrain_epochs):
-        batches = T.shard_batches(len(images), per_batch=per_batch, seed=args.seed + 7, epoch=epoch)
-        desc = f"pretrain {epoch + 1}/{args.pretrain_epochs}"
-        for idx in T.progress(batches, desc=desc, enabled=dist.is_main):
-            tokens = encoder(images[idx]).tokens[:, encoder.num_prefix_tokens :]  # (B, N, D)
-            if args.pretrain == "masks":  # (B, 4, S, S) per-pixel logits
-                loss = F.cross_entropy(
-                    decoder(tokens, grid=grid, size=tuple(images.shape[-2:])), targets[idx]
-                )
-            elif args.pretrain == "objects":  # (B, 9, 19): 8 objects' boxes and the rest, tokens averaged
-                logits = decoder.classifier(torch.einsum("bon,bnd->bod", pool[idx], tokens))
-                loss = F.cross_entropy(logits.flatten(0, 1), targets[idx].flatten())  # -100 ignored
-            else:  # (B, 18) counts: per-token class probabilities (18 pairs + background) summed over the tokens
-                probs = decoder.classifier(tokens).softmax(-1)  # (B, N, 19)
-                counts = probs[..., :18].sum(1) / args.min_object_tokens
-                loss = F.poisson_nll_loss(counts, targets[idx], log_input=False)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-    say(
-        f"backbone: tiny ViT pretrained on ShapesWorld {args.pretrain}, {steps} steps, final loss "
-        f"{sum(losses[-20:]) / max(1, len(losses[-20:])):.3f} ({time.perf_counter() - t0:.0f}s wall, "
-        f"{time.process_time() - c0:.0f}s CPU)"
-    )
-
-
-def pretraining_targets(world: ShapesWorld, args) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """(targets, pooling weights or None, classes) of --pretrain: masks (N, S, S); objects (N, 9) colour-shape
-    classes (0-17; 18 background, -100 no object) and (N, 9, n) weights, equal on the tokens whose centre lies in
-    the object's box (the token under its centre for a box holding none), row 8 on the tokens outside every box;
-    counts (N, 18) objects per colour-shape pair."""
-    if args.pretrain == "masks":
-        return world.masks.long(), None, 4
-    side = world.image_size // args.patch_size
-    centres = (torch.arange(side) + 0.5) * args.patch_size  # token centres along one axis
-    labels, pool = torch.full((len(world), 9), -100), torch.zeros(len(world), 9, side, side)
-    for i in range(len(world)):
-        for k, o in enumerate(world.objects(i)):
-            labels[i, k] = world.colors.index(o.color) * len(SHAPES) + SHAPES.index(o.shape)
-            x, y, w, h = o.bbox
-            rows, cols = (centres >= y) & (centres < y + h), (centres >= x) & (centres < x + w)
-            inside = rows[:, None] & cols[None, :]  # (side, side) tokens in the box
-            if not inside.any():  # a box smaller than a token: the token under its centre
-                cx, cy = (min(int(c // args.patch_size), side - 1) for c in o.center)
-                inside[cy, cx] = True
-            pool[i, k] = inside / inside.sum()
-        outside = pool[i, :8].sum(0) == 0
-        labels[i, 8], pool[i, 8] = 18, outside / outside.sum().clamp(min=1)
-    if args.pretrain == "objects":
-        return labels, pool.flatten(2), 19
-    ids = torch.where(labels < 0, 19, labels)  # 18 (background), 19 (no object): dropped below
-    return torch.zeros(len(world), 20).scatter_add_(1, ids, torch.ones(ids.shape))[:, :18], None, 19
+    settings = dict(epochs=args.pretrain_epochs, lr=args.pretrain_lr, batch_size=args.pretrain_batch_size)
+    settings |= dict(min_object_tokens=args.min_object_tokens, seed=args.seed + 7, patch_size=args.patch_size)
+    pretrain_on_shapes(encoder, world, task=args.pretrain, **settings, show_progress=dist.is_main, say=say)
+    if dist.is_main:
+        save_model(encoder, str(cached))
+    return encoder
 
 
 def build_head(kind: str, dim: int, num_classes: int, args) -> torch.nn.Module:
@@ -348,7 +280,7 @@ def report(args, data, val_x, grid, heads, out: Path, model, dist) -> None:
     finals = {k: evaluate(h, val_x, val_y, grid, len(names), dist) for k, h in heads.items()}
     if not dist.is_main:
         return
-    log = T.read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
+    log = T.read_jsonl(out / "metrics.jsonl", missing_ok=True)
     untrained = {r["head"]: r["miou"] for r in log if r.get("epoch") == 0}
     rows = [
         {

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from collections import Counter
@@ -42,31 +41,21 @@ from torch import nn
 
 from vlblocks import training as T
 from vlblocks.data import ShapesWorld, load_image
+from vlblocks.data.augment import random_flips
 from vlblocks.data.collate import stack_images
+from vlblocks.data.image_folder import load_image_folder
 from vlblocks.encoders import ImageEncoder
 from vlblocks.heads import MLPHead
-from vlblocks.peft import apply_lora, load_adapter, lora_layers, mark_only_peft_trainable, save_adapter
+from vlblocks.models import TrainedView
+from vlblocks.peft import apply_lora, load_adapter, mark_only_peft_trainable, save_adapter
 from vlblocks.utils import count_parameters
 
 __all__ = ["ViTClassifier", "build_model", "load_data", "load_peft_run", "load_run"]
 
 # the flags that steer this invocation; a saved run's own flags win for the rest
-CONTROL = (
-    "output_dir",
-    "resume",
-    "overwrite",
-    "eval_only",
-    "ask",
-    "stop_after",
-    "threads",
-    "device",
-    "save_every",
-)
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-ADAPTER, MODULES = (
-    "adapter",
-    "trained_modules.safetensors",
-)  # PEFT runs: peft adapter folder, other trained tensors
+CONTROL = (*T.RUN_CONTROL, "ask")
+ADAPTER = "adapter"  # PEFT runs: the LoRA factors in peft's format
+MODULES = "trained_modules.safetensors"  # PEFT runs: the other trained tensors
 
 
 def parse_args(argv: list[str] | None = None):
@@ -112,12 +101,6 @@ def parse_args(argv: list[str] | None = None):
 # ----------------------------------------------------------------------------- data and model
 
 
-def _folder_items(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    """(image file, class index) of every image in folder/<class name>/."""
-    files = [(sorted((folder / name).iterdir()), c) for c, name in enumerate(classes)]
-    return [(f, c) for names, c in files for f in names if f.suffix.lower() in IMAGE_EXTS]
-
-
 def load_data(args, size: int) -> tuple[dict, dict, list[str]]:
     """({"images": uint8 (N, 3, S, S), "labels": (N,)} for train and val, class names)."""
     if args.image_dir is None:
@@ -128,24 +111,10 @@ def load_data(args, size: int) -> tuple[dict, dict, list[str]]:
         views = [(train.world.images, train.labels()), (val.world.images, val.labels())]
         split = [{"images": x, "labels": torch.tensor(y)} for x, y in views]  # (N, 3, S, S) uint8
         return split[0], split[1], list(train.class_names)
-    root = Path(args.image_dir)
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
-        train_items, val_items = _folder_items(root / "train", classes), _folder_items(root / "val", classes)
-    else:
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-        train_items, val_items = [], []
-        for c in range(len(classes)):
-            items = [it for it in _folder_items(root, classes) if it[1] == c]
-            random.Random(args.seed + c).shuffle(items)
-            k = max(1, round(len(items) * args.val_fraction)) if len(items) > 1 else 0
-            val_items, train_items = val_items + items[:k], train_items + items[k:]
-    if len(classes) < 2 or not train_items or not val_items:
-        raise SystemExit(f"--image-dir {root}: need >= 2 class folders with images in train and val")
-    images = [stack_images([load_image(f) for f, _ in it], size) for it in (train_items, val_items)]
-    labels = [torch.tensor([c for _, c in it]) for it in (train_items, val_items)]
-    split = [{"images": x, "labels": y} for x, y in zip(images, labels)]  # (N, 3, S, S) uint8, (N,)
-    return split[0], split[1], classes
+    try:  # one sub-folder per class; train/ and val/ inside it, else --val-fraction of each class held out
+        return load_image_folder(args.image_dir, size, val_fraction=args.val_fraction, seed=args.seed)
+    except ValueError as err:
+        raise SystemExit(f"--image-dir {err}") from None
 
 
 class ViTClassifier(nn.Module):
@@ -212,14 +181,6 @@ def load_run(folder: str | Path) -> tuple[ViTClassifier, dict]:
     return model.eval(), config
 
 
-def trained_modules(model: ViTClassifier) -> dict[str, torch.Tensor]:
-    """What a PEFT run changed besides the LoRA factors, by state-dict key: the parameters that train (the head)
-    and every buffer (e.g. the conv stem's BatchNorm statistics, which move in train mode)."""
-    lora = {f"{name}.{p}" for name, _ in lora_layers(model) for p in ("lora_A", "lora_B")}
-    keep = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in keep - lora}
-
-
 def save_peft(model: ViTClassifier, run: T.TrainingRun) -> None:
     """Beside each checkpoint of a PEFT run (rank 0; none after a non-finite loss): --peft lora: the LoRA factors
     of the timm / HF model as a peft adapter folder (keys `base_model.model.blocks.0.attn.qkv.lora_A.weight`,
@@ -230,7 +191,10 @@ def save_peft(model: ViTClassifier, run: T.TrainingRun) -> None:
     if args.peft == "lora":
         base = None if args.model == "tiny-vit" else args.model
         save_adapter(model.encoder.model, out / ADAPTER, base_model_name_or_path=base)
-    save_file(trained_modules(model), out / (MODULES + ".tmp"))
+    # the other trained tensors: the parameters that train (the head) and every buffer (e.g. the conv stem's
+    # BatchNorm statistics, which move in train mode)
+    trained = {k: v.cpu().contiguous() for k, v in TrainedView(model).state_dict().items()}
+    save_file(trained, out / (MODULES + ".tmp"))
     os.replace(out / (MODULES + ".tmp"), out / MODULES)
 
 
@@ -276,14 +240,6 @@ def evaluate(model: ViTClassifier, data: dict, dist, batch_size: int = 256) -> d
     return {"accuracy": accuracy, "per_class": per_class, "predictions": preds}
 
 
-def augment(images: torch.Tensor) -> torch.Tensor:
-    """Random horizontal and vertical flips (B, 3, S, S): they keep the centre, and so the label."""
-    b = images.shape[0]
-    flip_h, flip_v = torch.rand(b) < 0.5, torch.rand(b) < 0.5  # (B,) each
-    images = torch.where(flip_h.view(b, 1, 1, 1), images.flip(-1), images)
-    return torch.where(flip_v.view(b, 1, 1, 1), images.flip(-2), images)
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -317,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         ddp = T.wrap_ddp(model, run.dist)
         for _, batches in run.epochs(n_train, per_batch=args.batch_size):
             for indices in run.progress(batches):
-                images = augment(train["images"][indices]) if args.augment else train["images"][indices]
+                images = random_flips(train["images"][indices]) if args.augment else train["images"][indices]
                 logits = ddp(model.preprocess(images.to(run.dist.device)))  # (B, C)
                 labels = train["labels"][indices].to(run.dist.device)
                 loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
@@ -355,7 +311,7 @@ def use_saved_run(args) -> int:
     train, val, _ = load_data(args, size)
     metrics = evaluate(model, val, T.setup_distributed(device="cpu"))
     out = Path(args.output_dir)
-    history = T.read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
+    history = T.read_jsonl(out / "metrics.jsonl", missing_ok=True)
     history.append({"eval_only": True, "accuracy": metrics["accuracy"]})
     report(model, train, val, classes, metrics, history, out)
     return 0
