@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,22 @@ def test_the_split_depends_on_the_seed(tmp_path: Path) -> None:
     }
     assert len({tuple(v.tolist()) for v in picks.values()}) > 1
     assert all(len(v) == 3 for v in picks.values())
+
+
+def test_each_class_is_shuffled_by_its_own_seed(tmp_path: Path) -> None:
+    """The documented rule (class c shuffled by ``random.Random(seed + c)``), which keeps earlier runs' splits."""
+    for c, name in enumerate(("a", "b")):
+        (tmp_path / name).mkdir()
+        for i in range(10):  # image i of class c: pixel value 100 c + 10 i
+            Image.fromarray(np.full((8, 8, 3), 100 * c + 10 * i, dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    val = load_image_folder(tmp_path, 8, val_fraction=0.3, seed=5)[1]
+    expected = []
+    for c in range(2):
+        order = list(range(10))
+        random.Random(5 + c).shuffle(order)
+        expected += [100 * c + 10 * i for i in order[:3]]
+    assert val["images"][:, 0, 0, 0].tolist() == expected
+    assert [v % 100 for v in expected[:3]] != [v % 100 for v in expected[3:]]  # control: the classes differ
 
 
 @pytest.mark.parametrize("classes", [1, 0])

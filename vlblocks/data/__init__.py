@@ -7,9 +7,11 @@ Imported as a namespace: ``from vlblocks import data; world = data.ShapesWorld("
 
 from __future__ import annotations
 
+from vlblocks.data.augment import random_flips
 from vlblocks.data.caption_batch import CaptionTokens, caption_tokens, prompt_tokens
 from vlblocks.data.coco import CocoCaptions
-from vlblocks.data.collate import VQACollator
+from vlblocks.data.collate import VQACollator, to_pixel_values
+from vlblocks.data.image_folder import load_image_folder
 from vlblocks.data.image_io import UnreadableImageError, load_image
 from vlblocks.data.seg_folder import load_segmentation_folder
 from vlblocks.data.shapes import (
@@ -56,7 +58,10 @@ __all__ = [
     "build_word_tokenizer",
     "caption_tokens",
     "load_image",
+    "load_image_folder",
     "load_segmentation_folder",
     "prompt_tokens",
+    "random_flips",
+    "to_pixel_values",
     "vqa_soft_score",
 ]
