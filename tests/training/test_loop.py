@@ -123,6 +123,7 @@ WORKER = textwrap.dedent(
             break
     weights = [p.detach().flatten().tolist() for p in model.parameters()]
     json.dump({"log": log, "weights": weights}, open(os.path.join(out_dir, f"rank{info.rank}.json"), "w"))
+    del ddp  # a DDP wrapper still alive at interpreter exit can abort the process (see cleanup_distributed)
     cleanup_distributed()
     sys.exit(code)
     """

@@ -105,7 +105,13 @@ def setup_distributed(
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group (no-op when none)."""
+    """Leave the process group (no-op when none).
+
+    A `DistributedDataParallel` wrapper should be released before the interpreter exits (a local of a function, as
+    in the recipes, or `del`): one still alive at interpreter shutdown, when its gloo reducer is torn down after the
+    group, sometimes aborts the process ("terminate called without an active exception", exit code -6) after all
+    its work is done: 5 of 72 two-rank runs under load with a module-level wrapper, 0 of 90 with it released
+    before or after this call (2026-12-03)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
