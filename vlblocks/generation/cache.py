@@ -66,6 +66,22 @@ class StaticCache:
             layer.v = layer.v.repeat_interleave(times, dim=0)
         self.key_mask = self.key_mask.repeat_interleave(times, dim=0)  # (B * times, L)
 
+    def load_(self, other: StaticCache, *, repeat: int = 1) -> None:
+        """Copy `other` (B rows) into this cache (B * repeat rows: each row `repeat` times, the beams), in place;
+        the image keys / values stay per image. Shapes must match (a CUDA graph's kept cache)."""
+
+        def rows(t: torch.Tensor) -> torch.Tensor:  # (B * repeat, ...) viewed as (B, repeat, ...)
+            return t.view(-1, repeat, *t.shape[1:])
+
+        for dst, src in zip(self.layers, other.layers):
+            rows(dst.k).copy_(src.k[:, None])
+            rows(dst.v).copy_(src.v[:, None])
+        rows(self.key_mask).copy_(other.key_mask[:, None])
+        for dst, src in zip(self.cross_kv, other.cross_kv):
+            if dst is not None:
+                dst[0].copy_(src[0])
+                dst[1].copy_(src[1])
+
     def reorder(self, index: torch.Tensor) -> None:
         """Row i takes the content of row index[i] (B,), in place (buffers keep their addresses for CUDA graphs)."""
         for layer in self.layers:

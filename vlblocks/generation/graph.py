@@ -15,9 +15,9 @@ The step's kernels are whatever `generate` would run (the fused `FastStep`, or t
 `compile_step=True`); they read the parameters where they are, so in-place weight updates (optimizer steps) are seen.
 The key of a kept step holds the parameters' addresses and every module's plain Python attributes, so a new parameter
 tensor (`.to()`, a new module) or a changed flag (a LoRA merge: the weight changes and the delta branch goes) gives a
-new capture. Hooks would run only
-while capturing, so a hooked or training decoder (and `return_cross_attentions`) is refused. At most `MAX_KEPT`
-shapes are kept per decoder (least recently used dropped); `release_graphs(decoder)` drops them all.
+new capture. Hooks would run only while capturing, so a hooked or training decoder (and `return_cross_attentions`)
+is refused. At most `MAX_KEPT` shapes are kept per decoder (least recently used dropped); `release_graphs(decoder)`
+drops them all.
 
 Shapes: B rows (images x beams), Bi images, H heads, L cache slots, Ni image tokens, Dh head width, V vocabulary.
 """
@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from vlblocks.generation.cache import StaticCache
-from vlblocks.layers.attention import KVCache
 
 __all__ = ["MAX_KEPT", "GraphedStep", "kept_step", "release_graphs"]
 
@@ -112,7 +111,7 @@ def kept_step(
         while len(kept) > MAX_KEPT:
             kept.popitem(last=False)
     kept.move_to_end(key)
-    _load(step.cache, live, repeat)
+    step.cache.load_(live, repeat=repeat)
     return step, step.cache
 
 
@@ -132,28 +131,11 @@ def release_graphs(decoder: nn.Module) -> None:
 
 
 def _empty_like(live: StaticCache, rows: int) -> StaticCache:
-    """A cache of `rows` rows with `live`'s slots, heads, image keys / values shapes, dtype and device."""
+    """A zero cache of `rows` rows with `live`'s slots, heads, image keys / values shapes, dtype and device."""
     _, heads, slots, dim_head = live.layers[0].k.shape
-    like = dict(device=live.layers[0].k.device, dtype=live.layers[0].k.dtype)
-    layers = [KVCache(rows, heads, slots, dim_head, **like) for _ in live.layers]  # (B, H, L, Dh) each
     cross = [None if kv is None else (torch.zeros_like(kv[0]), torch.zeros_like(kv[1])) for kv in live.cross_kv]
-    return StaticCache(layers=layers, cross_kv=cross, key_mask=live.key_mask.new_ones(rows, live.max_len))
-
-
-def _load(static: StaticCache, live: StaticCache, repeat: int) -> None:
-    """Copy `live` (B rows) into `static` (B * repeat rows, each row `repeat` times), in place."""
-
-    def rows(t: torch.Tensor) -> torch.Tensor:  # (B * repeat, ...) viewed as (B, repeat, ...)
-        return t.view(-1, repeat, *t.shape[1:])
-
-    for dst, src in zip(static.layers, live.layers):
-        rows(dst.k).copy_(src.k[:, None])
-        rows(dst.v).copy_(src.v[:, None])
-    rows(static.key_mask).copy_(live.key_mask[:, None])
-    for dst, src in zip(static.cross_kv, live.cross_kv):  # per image: shared by the beams, as in the live cache
-        if dst is not None:
-            dst[0].copy_(src[0])
-            dst[1].copy_(src[1])
+    return StaticCache.allocate(batch=rows, depth=len(live.layers), heads=heads, dim_head=dim_head, max_len=slots,
+                                cross_kv=cross, device=live.key_mask.device, dtype=live.layers[0].k.dtype)
 
 
 def _capture(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[Callable[[], None], torch.Tensor]:

@@ -215,16 +215,8 @@ def generate(
         ValueError: a sampler argument out of range, num_beams < 1, a prompt longer than the position budget,
             image embeddings of the wrong width, `cuda_graph=True` off a GPU or with hooks.
     """
-    check_positive_int("max_new_tokens", max_new_tokens)
-    check_positive_int("num_beams", num_beams)
-    check_nonneg_int("no_repeat_ngram_size", no_repeat_ngram_size)
-    check_nonneg_int("check_every", check_every)
-    if not isinstance(repetition_penalty, torch.Tensor):
-        check_positive_number("repetition_penalty", repetition_penalty)
-    eos = decoder.config.eos_token_id if eos_token_id is None else eos_token_id
-    if eos is not None:
-        check_int("eos_token_id", eos, low=0, high=decoder.config.vocab_size - 1)
-    pad = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
+    eos, pad = _check_loop_args(decoder, max_new_tokens, num_beams, no_repeat_ngram_size, check_every,
+                                repetition_penalty, eos_token_id, pad_token_id)
     layers = check_layers(decoder, return_cross_attentions)
     with torch.no_grad(), CrossAttentionRecorder(decoder, layers) as recorder:
         prompt = prepare(decoder, image_embeds, input_ids, attention_mask, max_new_tokens)
@@ -232,18 +224,9 @@ def generate(
         # plain greedy (argmax only: no scores, penalties or sampling): the step may pick the tokens itself
         only_argmax = num_beams == 1 and not output_scores and _is_zero(temperature) and _no_penalty(
             repetition_penalty, no_repeat_ngram_size)
-        rows = prompt.ids.shape[0] * num_beams
-        if cuda_graph:
-            check_graphable(decoder, decoder.lm_head.weight.device, hooked=not FastStep.supports(decoder),
-                            recorded=bool(layers))
-        fast = None if compile_step else FastStep.build(decoder, rows, greedy=only_argmax)
-        step_fn = _compiled_step() if compile_step else (fast or decode_step)
-        cache, logits, position = prefill(decoder, prompt, head=None if fast is None else fast.head, step=fast)
-        if cuda_graph:  # the kept cache of this shape, loaded with the prefill; the step replays on it
-            kind = "compiled" if compile_step else ("tokens" if fast.picks_tokens else "logits")
-            step_fn, cache = kept_step(decoder, cache, repeat=num_beams, kind=kind, step_fn=step_fn)
-        elif num_beams > 1:
-            cache.repeat_rows(num_beams)  # the beams of each prompt
+        cache, logits, position, step_fn, picks_tokens = _start(
+            decoder, prompt, num_beams=num_beams, only_argmax=only_argmax, compile_step=compile_step,
+            cuda_graph=cuda_graph, recorded=bool(layers))
         common = dict(max_new_tokens=max_new_tokens, eos=eos, pad=pad, repetition_penalty=repetition_penalty,
                       ngram=no_repeat_ngram_size, recorder=recorder, step_fn=step_fn, check_every=check_every)
         if num_beams > 1:
@@ -253,7 +236,45 @@ def generate(
                                length_penalty=length_penalty, early_stopping=early_stopping, **common)
         sampler = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, generator=generator)
         return _sample_loop(decoder, prompt, cache, logits, position, sampler=sampler, output_scores=output_scores,
-                            picks_tokens=fast is not None and fast.picks_tokens, **common)
+                            picks_tokens=picks_tokens, **common)
+
+
+def _check_loop_args(
+    decoder: Any, max_new_tokens: int, num_beams: int, ngram: int, check_every: int, repetition_penalty: Any,
+    eos_token_id: int | None, pad_token_id: int | None,
+) -> tuple[int | None, int]:
+    """The loop's arguments checked -> (eos: the given one or the config's, pad: the given one, else eos, else 0)."""
+    check_positive_int("max_new_tokens", max_new_tokens)
+    check_positive_int("num_beams", num_beams)
+    check_nonneg_int("no_repeat_ngram_size", ngram)
+    check_nonneg_int("check_every", check_every)
+    if not isinstance(repetition_penalty, torch.Tensor):
+        check_positive_number("repetition_penalty", repetition_penalty)
+    eos = decoder.config.eos_token_id if eos_token_id is None else eos_token_id
+    if eos is not None:
+        check_int("eos_token_id", eos, low=0, high=decoder.config.vocab_size - 1)
+    return eos, pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
+
+
+def _start(
+    decoder: Any, prompt: Prompt, *, num_beams: int, only_argmax: bool, compile_step: bool, cuda_graph: bool,
+    recorded: bool,
+) -> tuple[StaticCache, torch.Tensor, torch.Tensor, Any, bool]:
+    """Choose the decode step and prefill: -> (cache of B * num_beams rows, the prefill's logits (B, V) or greedy
+    tokens (B,), positions (B, 1), the step function, whether the step picks the tokens itself)."""
+    if cuda_graph:
+        check_graphable(decoder, decoder.lm_head.weight.device, hooked=not FastStep.supports(decoder),
+                        recorded=recorded)
+    fast = None if compile_step else FastStep.build(decoder, prompt.ids.shape[0] * num_beams, greedy=only_argmax)
+    step_fn = _compiled_step() if compile_step else (fast or decode_step)
+    picks_tokens = fast is not None and fast.picks_tokens
+    cache, logits, position = prefill(decoder, prompt, head=None if fast is None else fast.head, step=fast)
+    if cuda_graph:  # the kept cache of this shape, loaded with the prefill; the step replays on it
+        kind = "compiled" if compile_step else ("tokens" if picks_tokens else "logits")
+        step_fn, cache = kept_step(decoder, cache, repeat=num_beams, kind=kind, step_fn=step_fn)
+    elif num_beams > 1:
+        cache.repeat_rows(num_beams)  # the beams of each prompt
+    return cache, logits, position, step_fn, picks_tokens
 
 
 def _sample_loop(
