@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from vlblocks.generation.cache import StaticCache
+from vlblocks.generation.recorder import pad_steps
 from vlblocks.generation.search import GenerationOutput, Prompt, _EarlyStop, process_logits
 
 __all__ = ["beam_search"]
@@ -98,13 +99,7 @@ def beam_search(
         done_seq = _gather(torch.cat([done_seq, cand_seq], dim=1), best)
         done_scores = merged.gather(1, best)
         done = _gather(torch.cat([done, just_done], dim=1), best)
-        for layer, h in cand_attn.items():
-            prev = done_attn[layer]
-            if prev is None:
-                prev = torch.zeros_like(h[:, :k])  # (B, K, 1, H, Ni)
-            else:
-                prev = torch.cat([prev, torch.zeros_like(prev[:, :, :1])], dim=2)  # one more (empty) step
-            done_attn[layer] = _gather(torch.cat([prev, h], dim=1), best)
+        done_attn = {layer: _finished_attention(done_attn[layer], h, best) for layer, h in cand_attn.items()}
 
         improvable = _improvable(improvable, run_scores, done_scores, done, step + 1, max_new_tokens,
                                  early_stopping, length_penalty)
@@ -115,13 +110,19 @@ def beam_search(
         slot += 1
         length += 1
 
-    attentions = {}
-    for layer, h in done_attn.items():
-        out = h[:, 0]  # (B, t, H, Ni)
-        if out.shape[1] < max_new_tokens:
-            out = torch.cat([out, out.new_zeros(b, max_new_tokens - out.shape[1], *out.shape[2:])], dim=1)
-        attentions[layer] = out
+    attentions = {layer: pad_steps(h[:, 0], max_new_tokens) for layer, h in done_attn.items()}  # (B, T, H, Ni)
     return GenerationOutput(done_seq[:, 0], done_scores[:, 0], attentions)
+
+
+def _finished_attention(prev: torch.Tensor | None, cand: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+    """The finished slots' attentions after this step: prev (B, K, t - 1, H, Ni) or None, with one more (empty)
+    step, then the candidates' (B, C, t, H, Ni), picked by best (B, K) -> (B, K, t, H, Ni)."""
+    k = best.shape[1]
+    if prev is None:
+        prev = torch.zeros_like(cand[:, :k])  # (B, K, 1, H, Ni)
+    else:
+        prev = torch.cat([prev, torch.zeros_like(prev[:, :, :1])], dim=2)
+    return _gather(torch.cat([prev, cand], dim=1), best)
 
 
 def _history(steps: list[torch.Tensor], now: torch.Tensor, b: int, k: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from einops import rearrange
 
 from vlblocks._checks import check_int
 
-__all__ = ["CrossAttentionRecorder", "check_layers"]
+__all__ = ["CrossAttentionRecorder", "check_layers", "pad_steps"]
 
 
 class CrossAttentionRecorder:
@@ -53,16 +53,16 @@ class CrossAttentionRecorder:
             out[layer] = per_row[:, -1]
         return out
 
-    def stack(self, steps: list[dict[int, torch.Tensor]], b: int, total: int) -> dict[int, torch.Tensor]:
+    def stack(self, steps: list[dict[int, torch.Tensor]], total: int) -> dict[int, torch.Tensor]:
         """Per layer, (B, T, H, Ni); steps after an early stop are zeros."""
-        out = {}
-        for layer in self.layers:
-            got = torch.stack([s[layer] for s in steps], dim=1)  # (B, t, H, Ni)
-            if got.shape[1] < total:
-                pad = got.new_zeros(b, total - got.shape[1], *got.shape[2:])
-                got = torch.cat([got, pad], dim=1)
-            out[layer] = got
-        return out
+        return {layer: pad_steps(torch.stack([s[layer] for s in steps], dim=1), total) for layer in self.layers}
+
+
+def pad_steps(maps: torch.Tensor, total: int) -> torch.Tensor:
+    """Per-step maps (B, t, H, Ni) -> (B, total, H, Ni), zeros after step t (an early stop)."""
+    if maps.shape[1] >= total:
+        return maps
+    return torch.cat([maps, maps.new_zeros(maps.shape[0], total - maps.shape[1], *maps.shape[2:])], dim=1)
 
 
 def check_layers(decoder: Any, layers: Sequence[int] | None) -> list[int]:

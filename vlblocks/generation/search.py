@@ -328,7 +328,7 @@ def _sample_loop(
         slot += 1
         if penalties:
             length += 1
-    return GenerationOutput(seq, scores, recorder.stack(attentions, b, max_new_tokens))
+    return GenerationOutput(seq, scores, recorder.stack(attentions, max_new_tokens))
 
 
 def _is_zero(temperature: Any) -> bool:
