@@ -102,6 +102,27 @@ def test_close_logits_are_resolved_in_float32(make, kind):
     assert torch.equal(head(h), F.linear(h, lin.weight).argmax(dim=-1))
 
 
+@_NO_INT8
+@pytest.mark.parametrize("rows", [24, 29, 32])
+def test_vocabulary_major_product_equals_row_major(make, monkeypatch, rows):
+    """From 24 to 32 rows `_int_mm` runs as (Vp, D) x (D, 32) on rows padded with zeros: the same screen, the same
+    candidates and tokens as the row-major product (B, D) x (D, Vp)."""
+    lin = _head()
+    h = F.layer_norm(torch.randn(rows, D, generator=torch.Generator().manual_seed(5)), (D,))
+    head = make(lin.weight, rows, "int8-mm")
+    screen_vm, kept_vm = head._product(h)[0], head._kept_chunks(head._product(h)[0])
+    assert screen_vm.shape[0] == 32 and screen_vm.stride(-1) != 1  # control: the padded vocabulary-major path
+    got = (head(h), head.values(h))
+    monkeypatch.setattr(screen, "_VOCAB_MAJOR_ROWS", 0)
+    screen_rm = head._product(h)[0]
+    assert screen_rm.shape[0] == rows and screen_rm.stride(-1) == 1
+    assert torch.equal(screen_vm[:rows], screen_rm) and not screen_vm[rows:, :V].any()
+    for a, b in zip(kept_vm, head._kept_chunks(screen_rm)):
+        assert torch.equal(a[:rows], b)
+    assert torch.equal(got[0], head(h)) and torch.equal(got[0], F.linear(h, lin.weight).argmax(dim=-1))
+    assert all(torch.equal(a, b) for a, b in zip(got[1], head.values(h)))
+
+
 @pytest.mark.skipif(not (screen._int8_available() and screen._bf16_available()), reason="int8 and bfloat16")
 def test_a_loose_int8_bound_switches_to_bf16():
     lin = _head()

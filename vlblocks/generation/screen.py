@@ -29,7 +29,8 @@ whole float32 head: the result is always the argmax of the float32 logits (the f
 order of the float32 product (which differs between any two kernels, HF's included).
 
 Candidates without sorting the vocabulary: the screen is cut into chunks of 64 tokens; the 16 chunks with the
-largest maxima are kept (gathered as whole rows of a view: `index_select`, ~10x faster than `gather`), and the 16
+largest maxima are kept (gathered as whole rows of a view by `index_select`, ~10x faster than `gather`; from the
+vocabulary-major (Vp, B) product of `_int_mm` by one advanced index, 2x faster than `take`), and the 16
 best tokens inside them are the candidates; T is the larger of the 17th chunk maximum and the 17th value inside the
 kept chunks (ties of the integer screen change nothing: T is a value no non-candidate exceeds). With 4 chunks of 256
 and 8 candidates T was often too close to the best logit for the int8 bound (17% of random rows undecided, 0.07%
@@ -71,6 +72,10 @@ _MIN_ROWS = 2  # fewer rows: screened only from _MIN_ONE_ROW_ELEMENTS weights on
 _MIN_ONE_ROW_ELEMENTS = 1 << 22  # V x D at one row: 50,257 x 128 and wider gain, x 64 loses (measured)
 _PROBATION, _MAX_UNSURE = 32, 0.05  # int8 leaving > 5% of the first >= 32 rows undecided: switch to bfloat16
 _PREPACK_ROWS = 24  # int8 below this many rows: oneDNN's prepacked weight (5-10% faster at 8-16 rows, measured)
+# int8 from _PREPACK_ROWS rows to this many: `_int_mm` as (Vp, D) x (D, 32), the rows padded with zeros to 32, gives
+# the screen vocabulary-major (Vp, 32), the product 7-10% faster than (B, D) x (D, Vp) and the chunk maxima (an amax
+# over the middle of (C, 64, 32)) as fast as row-major; that amax is 3-6x slower at 24, 48 or 64 columns (measured)
+_VOCAB_MAJOR_ROWS = 32
 _ROOM = 1 + 2.0**-8  # relative room for the rounding of norms and sums (D <= 2^14: each is within D 2^-24)
 _TINY = 2.0**-100  # absolute room: underflow of products (flushed denormals: at most D 2^-126 each)
 _CACHE: dict[tuple[int, str], tuple[Any, dict[str, Any]]] = {}  # (id(weight), kind) -> (key, copy and norms)
@@ -93,7 +98,6 @@ class GreedyHead:
         self.vocab, self.dim = weight.shape
         self.chunks = -(-self.vocab // _CHUNK)  # C
         self.kept = min(_CHUNKS_KEPT, self.chunks)
-        self._offsets: torch.Tensor | None = None
         self.seen = self.unsure = 0  # rows screened, rows the screen could not decide
         self._use(kind)
 
@@ -184,15 +188,24 @@ class GreedyHead:
         full = F.linear(h.index_select(0, odd), self.weight).argmax(dim=-1)  # argmax: the first maximum
         return token.index_copy_(0, odd, full)
 
-    def _row_offsets(self, b: int) -> torch.Tensor:
-        """(B, 1): row i's first chunk in the (B C, 64) view of the screen (cached)."""
-        if self._offsets is None or self._offsets.shape[0] != b:
-            self._offsets = torch.arange(b)[:, None] * self.chunks
-        return self._offsets
+    def _kept_chunks(self, screen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """screen (P, Vp), row-major or the vocabulary-major view of `_int_mm`'s (Vp, P) -> (the G + 1 largest chunk
+        maxima (P, G + 1), the kept chunks (P, G), their screen values (P, G * 64))."""
+        p = screen.shape[0]
+        if screen.stride(-1) == 1:  # row-major (or one row): whole rows of the (P C, 64) view
+            top = screen.view(p, self.chunks, _CHUNK).amax(dim=-1).topk(min(self.kept + 1, self.chunks), dim=-1)
+            chunk = top.indices[:, : self.kept]  # (P, G)
+            flat = chunk.add(torch.arange(p)[:, None], alpha=self.chunks).view(-1)  # (P G,) rows of the view
+            return top.values, chunk, screen.view(p * self.chunks, _CHUNK).index_select(0, flat).view(p, -1)
+        by_chunk = screen.t().view(self.chunks, _CHUNK, p)  # (C, 64, P)
+        top = by_chunk.amax(dim=1).t().topk(min(self.kept + 1, self.chunks), dim=-1)  # (P, G + 1)
+        chunk = top.indices[:, : self.kept]  # (P, G)
+        return top.values, chunk, by_chunk[chunk, :, torch.arange(p)[:, None]].view(p, -1)  # (P, G * 64)
 
     def _product(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """h (B, D) -> (screen (B, Vp) int32 or float32 with the padding at its minimum, unit (B,) the screen's
-        unit in logits, bound (B,) the error bound without its part relative to |T|)."""
+        """h (B, D) -> (screen (P, Vp) int32 or float32 with the padding at its minimum (P = B, or 32 zero-padded
+        rows for the vocabulary-major product), unit (B,) the screen's unit in logits, bound (B,) the error bound
+        without its part relative to |T|)."""
         if self.kind == "bf16":
             hb = h.to(torch.bfloat16)
             screen = torch.ops.mkldnn._linear_pointwise(hb, self.packed, None, "none", [], "").float()  # (B, Vp)
@@ -209,8 +222,13 @@ class GreedyHead:
                 qx, 1.0, 128, packed, ones, zeros, None, 1.0, 0, torch.float32, "none", [], ""
             )  # (B, Vp) the exact int32 sums as float32 (scales 1; exact below 2^24, relative 2^-24 above)
             screen[:, self.vocab :] = float("-inf")  # padding columns
+        elif _PREPACK_ROWS <= h.shape[0] <= _VOCAB_MAJOR_ROWS:  # vocabulary-major (see `_VOCAB_MAJOR_ROWS`)
+            q8 = F.pad(q.to(torch.int8), (0, 0, 0, _VOCAB_MAJOR_ROWS - h.shape[0]))  # (32, D), zero rows at the end
+            screen = torch._int_mm(self.packed, q8.t())  # (Vp, 32) exact int32 sums
+            screen[self.vocab :] = _INT32_MIN  # padding vocabulary rows
+            screen = screen.t()  # (32, Vp), a vocabulary-major view (rows past B are zero)
         else:
-            screen = torch._int_mm(q.to(torch.int8), self.packed)  # (B, Vp) exact int32 sums
+            screen = torch._int_mm(q.to(torch.int8), self.packed.t())  # (B, Vp) exact int32 sums
             screen[:, self.vocab :] = _INT32_MIN  # padding columns
         r = x.sub_(q).norm(dim=-1)  # (B,) ||h / s_h - q_h||, NaN on the rows above
         bound = q.norm(dim=-1).mul_(self.per_q).add_(r, alpha=self.per_r).mul_(scale[:, 0]).add_(_TINY)  # (B,)
@@ -220,19 +238,16 @@ class GreedyHead:
         """(best candidate (B,), certain (B,), screen (B, Vp), best candidate's logit (B,), unit (B,), bound
         (B,))."""
         b = h.shape[0]
-        screen, unit, bound = self._product(h)
-        by_chunk = screen.view(b, self.chunks, _CHUNK)  # (B, C, 64)
-        top = by_chunk.amax(dim=-1).topk(min(self.kept + 1, self.chunks), dim=-1)  # (B, G + 1)
-        chunk = top.indices[:, : self.kept]  # (B, G)
-        flat = chunk + self._row_offsets(b)  # (B, G) rows of the (B C, 64) view
-        inside = screen.view(b * self.chunks, _CHUNK).index_select(0, flat.view(-1)).view(b, -1)  # (B, G * 64)
+        screen, unit, bound = self._product(h)  # screen (P, Vp), P >= B: zero rows the kernel ran on at the end
+        top, chunk, inside = (t[:b] for t in self._kept_chunks(screen))  # (B, G + 1), (B, G), (B, G * 64)
+        screen = screen[:b]
         best = inside.topk(_CANDIDATES + 1, dim=-1)  # (B, K + 1)
         col = best.indices[:, :_CANDIDATES]  # (B, K)
         tokens = (col % _CHUNK).add_(chunk.gather(1, col // _CHUNK), alpha=_CHUNK)  # (B, K) token ids
         tokens = tokens.clamp_(max=self.vocab - 1)  # a padding column: only in rows whose screen is not finite
         threshold = best.values[:, _CANDIDATES]  # (B,) every token that is not a candidate is <= threshold
         if self.chunks > self.kept:
-            threshold = torch.maximum(threshold, top.values[:, self.kept])
+            threshold = torch.maximum(threshold, top[:, self.kept])
         exact = (F.embedding(tokens, self.weight) * h[:, None]).sum(dim=-1)  # (B, K) float32 logits (bmm: 6x slower)
         z_best = exact.amax(dim=-1)  # (B,)
         token = torch.where(exact == z_best[:, None], tokens, self.vocab).amin(dim=-1)  # (B,) the first maximum
@@ -247,9 +262,10 @@ class GreedyHead:
 def _screen_copy(
     weight: torch.Tensor, rows: int, padded: int, kind: str
 ) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
-    """The screen's copy of weight (V, D), padded with zero rows to `padded`: int8 (D, Vp) as `torch._int_mm`
-    reads it, or bfloat16 packed for oneDNN at `rows` rows; and the maxima over the vocabulary of ||w_v||,
-    ||w_v - w'_v||, ||w'_v|| with the int8 scale s_w (1 for bfloat16); cached per weight, kind and version."""
+    """The screen's copy of weight (V, D), padded with zero rows to `padded`: int8 (Vp, D) (`_int_mm(copy, q.t())`
+    gives the screen vocabulary-major) or prepacked for oneDNN, or bfloat16 packed for oneDNN at `rows` rows; and the
+    maxima over the vocabulary of ||w_v||, ||w_v - w'_v||, ||w'_v|| with the int8 scale s_w (1 for bfloat16);
+    cached per weight, kind and version."""
     prepack = kind == "int8" and rows < _PREPACK_ROWS and _prepack_available()
     key = (rows if kind == "bf16" or prepack else 0, padded, weight.data_ptr(), weight._version)
     hit = _CACHE.get((id(weight), kind))
@@ -274,7 +290,7 @@ def _screen_copy(
             if kind == "bf16":
                 copy = torch.ops.mkldnn._reorder_linear_weight(wq, rows)
             else:
-                copy = wq.t()  # (D, Vp), a view of the (Vp, D) rows (the faster layout for `_int_mm`)
+                copy = wq  # (Vp, D), the layout `_int_mm` reads as either operand
             if prepack:
                 packed = torch.ops.onednn.qlinear_prepack(wq, [rows, wq.shape[1]])
                 copy = (packed, torch.ones(padded), torch.zeros(padded, dtype=torch.long))
