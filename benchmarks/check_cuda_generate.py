@@ -6,6 +6,7 @@
    `compile_step=True` (the compiled step captured).
 3. Every configuration above, and `check_every=4`, runs a whole warm `generate` under
    `torch.cuda.set_sync_debug_mode("error")`: any host sync raises.
+4. Three `max_new_tokens` whose cache lengths round to one `SLOT_ROUND` band replay one capture.
 
 Prints one line per check and exits 1 if any failed. On CPU (`--device cpu`, for a dry run of the script) only the
 eager parts run.
@@ -80,6 +81,20 @@ def _equal_over_calls(dec: GPT2Decoder, image_of: Callable[[int], torch.Tensor],
             torch.testing.assert_close(outs[1].scores, outs[0].scores)
 
 
+def _lengths_share_a_capture(dec: GPT2Decoder, image: torch.Tensor, device) -> None:
+    """Calls whose prompt + new tokens round to the same `SLOT_ROUND` band replay one capture, with eager tokens."""
+    from vlblocks.generation import graph
+
+    graph.release_graphs(dec)
+    bos = torch.full((image.shape[0], 1), dec.config.bos_token_id, device=device)
+    for new in (NEW, NEW - 5, NEW + 7):
+        eager = dec.generate(image, bos, max_new_tokens=new).sequences
+        if not torch.equal(dec.generate(image, bos, max_new_tokens=new, cuda_graph=True).sequences, eager):
+            raise AssertionError(f"max_new_tokens={new}: graphed tokens differ from eager")
+    if len(graph._KEPT[dec]) != 1:
+        raise AssertionError(f"{len(graph._KEPT[dec])} captures for three lengths in one band, expected 1")
+
+
 def _no_sync(dec: GPT2Decoder, image: torch.Tensor, kw: dict, device) -> None:
     """One warm generate under set_sync_debug_mode('error')."""
     bos = torch.full((image.shape[0], 1), dec.config.bos_token_id, device=device)
@@ -148,7 +163,9 @@ def main() -> int:
             check(f"{name}: no host sync (cuda_graph={graphed})", _no_sync, dec, image_of(0),
                   dict(kw, cuda_graph=graphed), device)
     check("cross, greedy, check_every=4: no host sync", _no_sync, ours, cross_image(0), dict(check_every=4), device)
-    print(f"\n{len(cases) * 3 + 2 - failed} passed, {failed} failed", flush=True)
+    check("cross, greedy: three lengths in one slot band share a capture", _lengths_share_a_capture, ours,
+          cross_image(1), device)
+    print(f"\n{len(cases) * 3 + 3 - failed} passed, {failed} failed", flush=True)
     return int(failed > 0)
 
 

@@ -70,9 +70,9 @@ def taped(monkeypatch):
     return _tape_capture
 
 
-def _decoder(mode: str = "cross", seed: int = 0) -> GPT2Decoder:
+def _decoder(mode: str = "cross", seed: int = 0, positions: int = 40) -> GPT2Decoder:
     torch.manual_seed(seed)
-    cfg = GPT2DecoderConfig(vocab_size=V, n_positions=40, n_embd=D, n_layer=2, n_head=4, dim_image=DI,
+    cfg = GPT2DecoderConfig(vocab_size=V, n_positions=positions, n_embd=D, n_layer=2, n_head=4, dim_image=DI,
                             cross_attention=mode == "cross", mode=mode, bos_token_id=1, eos_token_id=None)
     dec = GPT2Decoder(cfg).eval()
     with torch.no_grad():  # wider weights than GPT-2's init: varied tokens rather than the prompt's last one again
@@ -180,6 +180,35 @@ def test_lora_merge_recaptures(taped):
             layer.lora_B.zero_()
     # control: the delta changes the tokens, so a capture that added it twice would be seen
     assert not torch.equal(dec.generate(image, ids, **kw).sequences, before.sequences)
+
+
+def test_lengths_that_round_alike_share_one_capture(taped):
+    """The kept cache has prompt + new tokens rounded up to `SLOT_ROUND` slots: other `max_new_tokens` replay the same
+    capture (the longer call first, so the shorter one runs over stale slots, which must stay hidden)."""
+    dec = _decoder(positions=graph.SLOT_ROUND + 8)
+    image, ids, mask = _inputs(2, seed=4)
+    for new in (20, 6, 13, graph.SLOT_ROUND):  # 3 + 20, 3 + 6, 3 + 13 slots round to SLOT_ROUND; 3 + 64 to twice it
+        eager = dec.generate(image, ids, attention_mask=mask, max_new_tokens=new)
+        graphed = dec.generate(image, ids, attention_mask=mask, max_new_tokens=new, cuda_graph=True)
+        assert torch.equal(graphed.sequences, eager.sequences), new
+        if new == 13:
+            assert taped.captures == 1
+            (step,) = graph._KEPT[dec].values()
+            assert step.cache.max_len == graph.SLOT_ROUND and not step.cache.key_mask[:, 3 + 13 :].any()
+    assert taped.captures == 2
+    assert [s.cache.max_len for s in graph._KEPT[dec].values()] == [graph.SLOT_ROUND, 2 * graph.SLOT_ROUND]
+
+
+def test_load_into_a_longer_cache():
+    live = StaticCache.allocate(batch=2, depth=1, heads=1, dim_head=2, max_len=3)
+    live.layers[0].k.normal_()
+    live.key_mask[0, 0] = False
+    kept = StaticCache.allocate(batch=4, depth=1, heads=1, dim_head=2, max_len=5)
+    kept.load_(live, repeat=2)
+    assert torch.equal(kept.layers[0].k[:, :, :3], live.layers[0].k.repeat_interleave(2, dim=0))
+    assert kept.key_mask.tolist() == [[False, True, True, False, False]] * 2 + [[True, True, True, False, False]] * 2
+    with pytest.raises(ValueError, match="5 slots into one of 3"):
+        live.load_(kept)
 
 
 def test_kept_shapes_are_bounded_and_released(taped):

@@ -67,16 +67,21 @@ class StaticCache:
         self.key_mask = self.key_mask.repeat_interleave(times, dim=0)  # (B * times, L)
 
     def load_(self, other: StaticCache, *, repeat: int = 1) -> None:
-        """Copy `other` (B rows) into this cache (B * repeat rows: each row `repeat` times, the beams), in place;
-        the image keys / values stay per image. Shapes must match (a CUDA graph's kept cache)."""
+        """Copy `other` (B rows, L slots) into this cache (B * repeat rows: each row `repeat` times, the beams; L' >=
+        L slots), in place: its first L slots; the slots after them are hidden (key mask False). The image keys /
+        values stay per image. Other shapes must match (a CUDA graph's kept cache)."""
+        n = other.max_len
+        if n > self.max_len:
+            raise ValueError(f"cannot load a cache of {n} slots into one of {self.max_len}")
 
         def rows(t: torch.Tensor) -> torch.Tensor:  # (B * repeat, ...) viewed as (B, repeat, ...)
             return t.view(-1, repeat, *t.shape[1:])
 
         for dst, src in zip(self.layers, other.layers):
-            rows(dst.k).copy_(src.k[:, None])
-            rows(dst.v).copy_(src.v[:, None])
-        rows(self.key_mask).copy_(other.key_mask[:, None])
+            rows(dst.k)[:, :, :, :n].copy_(src.k[:, None])  # (B, repeat, H, L, Dh)
+            rows(dst.v)[:, :, :, :n].copy_(src.v[:, None])
+        rows(self.key_mask)[:, :, :n].copy_(other.key_mask[:, None])  # (B, repeat, L)
+        self.key_mask[:, n:] = False
         for dst, src in zip(self.cross_kv, other.cross_kv):
             if dst is not None:
                 dst[0].copy_(src[0])

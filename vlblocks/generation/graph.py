@@ -7,7 +7,9 @@ lives in static buffers: its inputs (tokens, cache slot, positions) are copied i
 the same tensor every time, and the cache is one kept per decoder and shape. `generate(..., cuda_graph=True)`:
 
 1. prefills a new cache as always (variable prompt, one pass), then copies it into the kept cache of that shape (for
-   beam search, each row `num_beams` times), so the first call of a shape captures and later calls only copy;
+   beam search, each row `num_beams` times), so the first call of a shape captures and later calls only copy; the
+   kept cache has the call's slots rounded up to a multiple of `SLOT_ROUND`, so calls whose prompt + new tokens
+   round alike share a capture (the slots past the call's own are hidden);
 2. runs the fixed-step loop with `GraphedStep` as the step: copy the inputs, replay, hand back the static output
    (the loop reads it before the next replay).
 
@@ -35,9 +37,10 @@ from torch import nn
 
 from vlblocks.generation.cache import StaticCache
 
-__all__ = ["MAX_KEPT", "GraphedStep", "kept_step", "release_graphs"]
+__all__ = ["MAX_KEPT", "SLOT_ROUND", "GraphedStep", "kept_step", "release_graphs"]
 
 MAX_KEPT = 4  # captured shapes kept per decoder
+SLOT_ROUND = 64  # a kept cache's slots: the call's prompt + new tokens rounded up to a multiple of this
 _KEPT: weakref.WeakKeyDictionary[nn.Module, OrderedDict[tuple, GraphedStep]] = weakref.WeakKeyDictionary()
 _DEVICES = ("cuda",)  # where a capture runs (tests add "cpu" with an eager stand-in for `_capture`)
 
@@ -94,10 +97,11 @@ def kept_step(
     """The kept `GraphedStep` for this decoder and shape (made with `step_fn` if new), its cache loaded with `live`
     (each row `repeat` times: the beams). Returns (step, the static cache the loop must use)."""
     rows = live.key_mask.shape[0] * repeat
+    slots = -(-live.max_len // SLOT_ROUND) * SLOT_ROUND  # calls whose lengths round alike share one capture
     key = (
         kind,
         rows,
-        live.max_len,
+        slots,
         tuple(None if kv is None else tuple(kv[0].shape) for kv in live.cross_kv),
         live.key_mask.device,
         live.layers[0].k.dtype,
@@ -107,7 +111,7 @@ def kept_step(
     kept = _KEPT.setdefault(decoder, OrderedDict())
     step = kept.get(key)
     if step is None:
-        step = kept[key] = GraphedStep(step_fn, _empty_like(live, rows))
+        step = kept[key] = GraphedStep(step_fn, _empty_like(live, rows, slots))
         while len(kept) > MAX_KEPT:
             kept.popitem(last=False)
     kept.move_to_end(key)
@@ -130,9 +134,10 @@ def release_graphs(decoder: nn.Module) -> None:
     _KEPT.pop(decoder, None)
 
 
-def _empty_like(live: StaticCache, rows: int) -> StaticCache:
-    """A zero cache of `rows` rows with `live`'s slots, heads, image keys / values shapes, dtype and device."""
-    _, heads, slots, dim_head = live.layers[0].k.shape
+def _empty_like(live: StaticCache, rows: int, slots: int) -> StaticCache:
+    """A zero cache of `rows` rows and `slots` slots with `live`'s heads, image keys / values shapes, dtype and
+    device."""
+    _, heads, _, dim_head = live.layers[0].k.shape
     cross = [None if kv is None else (torch.zeros_like(kv[0]), torch.zeros_like(kv[1])) for kv in live.cross_kv]
     return StaticCache.allocate(batch=rows, depth=len(live.layers), heads=heads, dim_head=dim_head, max_len=slots,
                                 cross_kv=cross, device=live.key_mask.device, dtype=live.layers[0].k.dtype)
