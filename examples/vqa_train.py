@@ -315,10 +315,7 @@ def use_saved_run(args) -> int:
 
 def report(model, val_set, collate, vocab, records, metrics, history, out: Path) -> None:
     """Final table, per-type accuracy beside the majority baseline, prediction distribution, summary, PNG grid."""
-    import json
-
     history = [{k: v for k, v in r.items() if k not in ("time", "by_type")} for r in history]
-    print("\n" + T.format_table(history))
     majority = defaultdict(Counter)
     for r in records:
         majority[r["question_type"]][r["answer"]] += 1
@@ -336,11 +333,11 @@ def report(model, val_set, collate, vocab, records, metrics, history, out: Path)
                 "majority_baseline": base,
             }
         )
+    T.write_summary(out, history, by_type=rows)  # prints the epoch table; summary.json
     print("\n" + T.format_table(rows))
     counts, n = Counter(metrics["predictions"]), len(metrics["predictions"])
     print("\nmost predicted answers (a model that 'only says yes' shows here):")
     print(T.format_table([{"answer": a, "share": c / n} for a, c in counts.most_common(10)]))
-    (out / "summary.json").write_text(json.dumps({"by_type": rows, "final": history[-1]}, indent=2))
     prediction_grid(model, val_set, collate, vocab).save(out / "predictions.png")
 
 

@@ -58,6 +58,8 @@ def test_short_run_writes_a_self_describing_folder(tmp_path: Path) -> None:
     proc = ok(run(["--eval-only", "--output-dir", str(out)], tiny=False))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final"]["vqa_accuracy"] == pytest.approx(rows(out)[-1]["vqa_accuracy"], abs=1e-9)
+    assert summary["history"][-1] == summary["final"] and summary["history"][0]["epoch"] == 1  # every epoch's row
+    assert {r["question_type"] for r in summary["by_type"]} == {"color", "shape", "count", "exist", "relation"}
 
     # --ask from the folder alone: top-5 answers with probabilities
     image = tmp_path / "scene.png"
