@@ -253,7 +253,7 @@ def _self_attention(
     """One query per row over the cache: q (B, H, 1, Dh), k / v (B, H, L, Dh), bias (B, 1, 1, L) -> (B, H, 1, Dh).
 
     On CPU two batched products (as `_cross_attention`): the fused SDPA kernel pays a per-(row, head) overhead that
-    made a batch-32 greedy step of the tiny decoder 4% slower (A/B in one process; equal at 1 and 8 rows).
+    made a batch-32 greedy token of the tiny decoder 2-4% slower (A/B in one process; equal at 1 and 8 rows).
     """
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
