@@ -43,7 +43,7 @@ import torch
 from vlblocks import training as T
 from vlblocks.data import CocoCaptions, ShapesWorld, build_word_tokenizer, load_image
 from vlblocks.data.caption_batch import caption_tokens, tidy_caption
-from vlblocks.data.collate import stack_images
+from vlblocks.data.collate import to_pixel_values
 from vlblocks.metrics import caption_scores
 from vlblocks.models import load_run
 from vlblocks.models.caption_lm import caption_language_model
@@ -181,8 +181,7 @@ def build_model(args, preset, tokenizer, texts: list[str], out: Path, dist, say)
 
 def pixels(model, images) -> torch.Tensor:
     """PIL images or uint8 (3, H, W) tensors -> (B, 3, S, S) normalised as the image encoder expects."""
-    config = model.image_encoder.image_config
-    return config.normalize(stack_images(images, config.size).float() / 255)
+    return to_pixel_values(images, model.image_encoder.image_config)
 
 
 def train_batch(model, dataset, indices, args, step: int):

@@ -32,9 +32,10 @@ def _split(root: Path, val_fraction: float, seed: int) -> tuple[list[str], list,
     """(classes, train items, val items) of a folder without train/ and val/: per class c, the items shuffled by
     ``random.Random(seed + c)``, the first ``round(n * val_fraction)`` (at least 1; none of a single image) held out."""
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    every = folder_items(root, classes)  # read once, class by class
     train_items, val_items = [], []
     for c in range(len(classes)):
-        items = [it for it in folder_items(root, classes) if it[1] == c]
+        items = [it for it in every if it[1] == c]
         random.Random(seed + c).shuffle(items)
         k = max(1, round(len(items) * val_fraction)) if len(items) > 1 else 0
         val_items, train_items = val_items + items[:k], train_items + items[k:]

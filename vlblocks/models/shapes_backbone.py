@@ -117,9 +117,10 @@ def pretrain_on_shapes(
     for epoch in range(epochs):
         batches = shard_batches(len(images), per_batch=batch_size, seed=seed, epoch=epoch)
         for idx in progress(batches, desc=f"pretrain {epoch + 1}/{epochs}", enabled=show_progress):
-            tokens = encoder(images[idx]).tokens[:, encoder.num_prefix_tokens :]  # (B, n, D)
+            x = images[idx]  # (B, 3, S, S)
+            tokens = encoder(x).tokens[:, encoder.num_prefix_tokens :]  # (B, n, D)
             batch = (targets[idx], None if pool is None else pool[idx])
-            loss = _loss(task, decoder, tokens, images[idx], *batch, grid, min_object_tokens)
+            loss = _loss(task, decoder, tokens, x, *batch, grid, min_object_tokens)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
