@@ -122,10 +122,12 @@ WORKER = textwrap.dedent(
             log.append(("stop", step))
             break
     weights = [p.detach().flatten().tolist() for p in model.parameters()]
-    json.dump({"log": log, "weights": weights}, open(os.path.join(out_dir, f"rank{info.rank}.json"), "w"))
+    with open(os.path.join(out_dir, f"rank{info.rank}.json"), "w") as f:
+        json.dump({"log": log, "weights": weights}, f)
     del ddp  # a DDP wrapper still alive at interpreter exit can abort the process (see cleanup_distributed)
     cleanup_distributed()
-    sys.exit(code)
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(code)  # the decisions are made and written: skip interpreter teardown (see cleanup_distributed)
     """
 )
 
